@@ -1,0 +1,1 @@
+"""Tests of the producer side (``ingest``): encoding and synthetic data, then the real Kafka."""
