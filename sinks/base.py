@@ -56,7 +56,7 @@ class Batch:
             return self
         import pyarrow.compute as pc
 
-        start = int(pc.sum(pc.less(self.offsets, offset)).as_py() or 0)
+        start: int = pc.sum(pc.less(self.offsets, offset)).as_py() or 0
         return Batch(
             tp=self.tp,
             records=self.records.slice(start),
