@@ -48,7 +48,7 @@ class Batch:
 
     @property
     def num_rows(self) -> int:
-        return self.records.num_rows
+        return int(self.records.num_rows)
 
     def from_offset(self, offset: int) -> Batch:
         """The part of this batch at or after ``offset`` (what a sink does not hold yet)."""
