@@ -1,15 +1,15 @@
 """The batcher's error tree. Every driver error is translated into one of these at one seam.
 
-    BatcherError
-     ├── RetryableError        the world is briefly wrong: wait, back off, try again
-     │    └── SinkUnavailable  connection refused/reset, timeout, server shutting down
-     ├── PoisonError           this data is wrong: set it aside (dead-letter), go on
-     │    ├── BadRecord        a record failed to decode or validate (reason + message)
-     │    └── RejectedRows     the sink refused rows (constraint, type); split to find them
-     └── FatalError            nothing will work until a human acts: stop with a clear message
-          ├── ConfigError      a config key is missing or wrong (names the key and the fix)
-          ├── SchemaMismatch   the sink's table/dir disagrees with the declared columns
-          └── InputTooBroken   bad-record ratio or run above the configured limit
+BatcherError
+ ├── RetryableError        the world is briefly wrong: wait, back off, try again
+ │    └── SinkUnavailable  connection refused/reset, timeout, server shutting down
+ ├── PoisonError           this data is wrong: set it aside (dead-letter), go on
+ │    ├── BadRecord        a record failed to decode or validate (reason + message)
+ │    └── RejectedRows     the sink refused rows (constraint, type); split to find them
+ └── FatalError            nothing will work until a human acts: stop with a clear message
+      ├── ConfigError      a config key is missing or wrong (names the key and the fix)
+      ├── SchemaMismatch   the sink's table/dir disagrees with the declared columns
+      └── InputTooBroken   bad-record ratio or run above the configured limit
 """
 
 from __future__ import annotations

@@ -1,0 +1,509 @@
+"""The consumer loop: poll, decode, buffer, hand flushes to the sink workers, commit.
+
+One thread owns Kafka and the buffers. Per turn it polls, decodes each partition's records
+into Arrow (bad ones go to the dead-letter topic, acknowledged before anything that covers
+them can become durable), appends them to the partition's buffer, collects finished
+flushes, starts the flushes whose trigger fired, applies backpressure and commits to Kafka
+the smallest offset every sink holds. Sinks are the truth about what is stored: on
+assignment the loop seeks to the smallest offset the sinks report, never to Kafka's.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from kafka import KafkaConsumer, OffsetAndMetadata
+from kafka import TopicPartition as KafkaTP
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError, KafkaError
+
+from batcher import metrics
+from batcher.config import BatcherConfig, RouteConfig
+from batcher.crashpoints import crash_point
+from batcher.decode import RecordDecoder
+from batcher.dlq import DeadLetter, DeadLetterWriter
+from batcher.errors import FatalError, InputTooBroken, RetryableError
+from batcher.policy import BadInputGuard, FlushPolicy, Trigger
+from batcher.workers import FlushDone, FlushJob, SinkWorker
+from sinks.base import Sink, TopicPartition
+
+log = logging.getLogger("batcher.daemon")
+
+POLL_TIMEOUT_MS = 200  # bounds how late an age trigger or a signal is noticed
+COMMIT_INTERVAL_S = 1.0
+RESUME_FRACTION = 0.8  # resume paused partitions once buffers drop below 80% of the budget
+STALL_S = 60.0  # /healthz fails when the loop has not turned for this long
+
+
+@dataclass
+class Route:
+    config: RouteConfig
+    decoder: RecordDecoder
+    workers: dict[str, SinkWorker]
+    policies: dict[str, FlushPolicy]
+
+
+@dataclass
+class PartitionState:
+    route: Route
+    buffer: Any  # batcher.buffer.PartitionBuffer (Any keeps the import graph flat)
+    committed: int
+    paused: bool = False
+    revoked: bool = False
+    gauges: list[Any] = field(default_factory=list)
+
+
+SinkFactory = Callable[[RouteConfig], list[Sink]]
+
+
+class Batcher:
+    def __init__(
+        self,
+        config: BatcherConfig,
+        sink_factory: SinkFactory,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._done: queue.Queue[FlushDone] = queue.Queue()
+        self._stop = threading.Event()
+        self._signals = 0
+        self._fatal: BaseException | None = None
+        self._last_turn = clock()
+        self._parts: dict[TopicPartition, PartitionState] = {}
+        self._guard = BadInputGuard(
+            config.limits.bad_ratio_max,
+            config.limits.bad_ratio_window,
+            config.limits.bad_consecutive_max,
+        )
+        self._dlq = DeadLetterWriter(
+            config.kafka.bootstrap_servers,
+            config.kafka.dlq_suffix,
+            config.kafka_client_options(),
+        )
+        policies = {
+            "postgres": FlushPolicy(**config.postgres.flush.model_dump()),
+            "hdfs": FlushPolicy(**config.hdfs.flush.model_dump()),
+        }
+        policies["local"] = policies["hdfs"]  # the local-filesystem Parquet sink
+        self._routes: dict[str, Route] = {}
+        for rc in config.routes:
+            workers = {}
+            for sink in sink_factory(rc):
+                sink.setup()
+                workers[sink.name] = SinkWorker(
+                    sink,
+                    self._dlq,
+                    self._done,
+                    config.limits.retry_initial_s,
+                    config.limits.retry_max_s,
+                )
+            self._routes[rc.topic] = Route(
+                rc,
+                RecordDecoder(rc.route_schema(), rc.max_record_bytes),
+                workers,
+                {name: policies[name] for name in workers},
+            )
+        metrics.BUFFER_BUDGET.set(config.limits.memory_budget_bytes)
+        self._consumer: KafkaConsumer | None = None
+        self._last_commit = 0.0
+        self._assigned: list[KafkaTP] = []  # set by the listener, handled after poll()
+
+    # -- lifecycle --------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self._signals += 1
+            if self._signals > 1:
+                log.warning("second signal: exiting at once (safe: sinks hold the truth)")
+                raise SystemExit(128 + signum)
+            log.info("signal %d: flushing, committing and stopping", signum)
+            self._stop.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def health(self) -> tuple[bool, bool, str]:
+        stalled = self._clock() - self._last_turn > STALL_S
+        if stalled:
+            return False, False, "consumer loop stalled"
+        down = [w.name for r in self._routes.values() for w in r.workers.values() if w.degraded]
+        if down:
+            return True, False, "sink down: " + ", ".join(sorted(set(down)))
+        if self._consumer is None:
+            return True, False, "not started"
+        return True, True, "ready"
+
+    def run(self) -> None:
+        """Consume until stopped; then flush, commit and leave the group."""
+        cfg = self.config.kafka
+        for route in self._routes.values():
+            for worker in route.workers.values():
+                worker.start()
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=cfg.bootstrap_servers,
+            group_id=cfg.group_id,
+            client_id=cfg.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset=cfg.auto_offset_reset,
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+            max_poll_interval_ms=cfg.max_poll_interval_ms,
+            max_poll_records=cfg.max_poll_records,
+            fetch_max_bytes=cfg.fetch_max_bytes,
+            max_partition_fetch_bytes=cfg.max_partition_fetch_bytes,
+            **self.config.kafka_client_options(),
+        )
+        self._consumer.subscribe(topics=list(self._routes), listener=_Listener(self))
+        log.info("consuming %s as group %s", ", ".join(self._routes), cfg.group_id)
+        try:
+            while not self._stop.is_set():
+                self._turn()
+            self._drain(list(self._parts), Trigger.SHUTDOWN, self.config.limits.shutdown_budget_s)
+            self._commit(force=True)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except KafkaError as exc:
+                log.warning("closing the consumer: %s", exc)
+        for route in self._routes.values():
+            for worker in route.workers.values():
+                worker.stop()
+        self._dlq.close()
+
+    # -- one turn of the loop ---------------------------------------------------------
+    def _turn(self) -> None:
+        assert self._consumer is not None
+        self._last_turn = self._clock()
+        polled = self._consumer.poll(
+            timeout_ms=POLL_TIMEOUT_MS, max_records=self.config.kafka.max_poll_records
+        )
+        if self._fatal is not None:
+            raise self._fatal
+        for ktp, records in polled.items():
+            tp = TopicPartition(ktp.topic, ktp.partition)
+            state = self._parts.get(tp)
+            if state is None or state.revoked or not records:
+                continue
+            self._ingest(tp, state, records)
+        if self._assigned:
+            # After the records: any fetched for a partition assigned in this very poll()
+            # were read from Kafka's committed offset and are dropped; we seek by the sinks.
+            assigned, self._assigned = self._assigned, []
+            self._init_partitions(assigned)
+        self._collect(block_s=0)
+        self._schedule(self._clock())
+        self._backpressure()
+        self._commit()
+        self._update_gauges()
+
+    def _ingest(self, tp: TopicPartition, state: PartitionState, records: list[Any]) -> None:
+        buf = state.buffer
+        if records[0].offset < buf.consumed:  # a re-fetch after a seek: keep what is new
+            records = [r for r in records if r.offset >= buf.consumed]
+            if not records:
+                return
+        crash_point("during_decode")
+        decoded = state.route.decoder.decode(
+            [r.value for r in records], [r.offset for r in records]
+        )
+        metrics.CONSUMED_RECORDS.labels(tp.topic).inc(len(records))
+        if decoded.rejects:
+            by_offset = {r.offset: r for r in records}
+            letters = [
+                DeadLetter(
+                    tp,
+                    rej.offset,
+                    by_offset[rej.offset].key,
+                    by_offset[rej.offset].value,
+                    rej.reason,
+                    "BadRecord",
+                    rej.message,
+                )
+                for rej in decoded.rejects
+            ]
+            self._send_dead_letters(letters)
+        last_good = decoded.offsets[-1].as_py() if len(decoded.offsets) else -1
+        trailing = sum(1 for rej in decoded.rejects if rej.offset > last_good)
+        tripped = self._guard.observe(decoded.records.num_rows, len(decoded.rejects), trailing)
+        if tripped:
+            raise InputTooBroken(
+                f"{tp}: {tripped}; stopping instead of dead-lettering a broken topic "
+                f"(see the dead-letter topic {self._dlq.topic_for(tp.topic)})"
+            )
+        buf.append(decoded.records, decoded.offsets, records[-1].offset + 1, self._clock())
+
+    def _send_dead_letters(self, letters: list[DeadLetter]) -> None:
+        """Acknowledged before anything covering them can be flushed; waits out outages."""
+        delay = self.config.limits.retry_initial_s
+        while True:
+            try:
+                self._dlq.send(letters)
+                return
+            except RetryableError as exc:
+                if self._stop.is_set():
+                    raise
+                log.warning("dead-letter topic unavailable, retrying in %.1fs: %s", delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, self.config.limits.retry_max_s)
+
+    # -- flushing ---------------------------------------------------------------------
+    def _schedule(self, now: float, force: Trigger | None = None,
+                  only: list[TopicPartition] | None = None) -> None:  # fmt: skip
+        for tp in only if only is not None else list(self._parts):
+            state = self._parts[tp]
+            for name, worker in state.route.workers.items():
+                if state.buffer.inflight(name) or (worker.degraded and force is None):
+                    continue
+                rows, nbytes, oldest = state.buffer.pending(name)
+                trigger = force if (force and oldest is not None) else None
+                trigger = trigger or state.route.policies[name].due(now, rows, nbytes, oldest)
+                if trigger is not None:
+                    self._submit(state, name, worker, trigger)
+
+    def _submit(self, state: PartitionState, name: str, worker: SinkWorker, why: Trigger) -> None:
+        batch = state.buffer.take(name)
+        if batch is not None:
+            worker.submit(FlushJob(name, batch, why))
+
+    def _collect(self, block_s: float) -> None:
+        """Apply finished flushes to the buffers; raise a sink's fatal error."""
+        try:
+            done = self._done.get(timeout=block_s) if block_s > 0 else self._done.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._apply(done)
+            try:
+                done = self._done.get_nowait()
+            except queue.Empty:
+                return
+
+    def _apply(self, done: FlushDone) -> None:
+        job = done.job
+        tp = job.batch.tp
+        state = self._parts.get(tp)
+        if done.error is not None:
+            raise FatalError(f"{job.sink} sink failed on {tp}: {done.error}") from done.error
+        if state is None or done.cancelled:
+            if state is not None:
+                state.buffer.failed(job.sink)
+            return
+        state.buffer.durable(job.sink, job.batch.next_offset)
+        metrics.FLUSH_SECONDS.labels(job.sink).observe(done.seconds)
+        metrics.FLUSHED_ROWS.labels(job.sink).inc(done.rows)
+        metrics.FLUSHED_BYTES.labels(job.sink).inc(job.batch.records.nbytes)
+        metrics.LAST_FLUSH.labels(job.sink).set(time.time())
+        metrics.DURABLE_OFFSET.labels(tp.topic, str(tp.partition), job.sink).set(
+            job.batch.next_offset
+        )
+
+    def _drain(self, tps: list[TopicPartition], why: Trigger, budget_s: float) -> bool:
+        """Flush everything buffered for ``tps`` to every sink within ``budget_s``."""
+        deadline = self._clock() + budget_s
+        while True:
+            self._schedule(self._clock(), force=why, only=[tp for tp in tps if tp in self._parts])
+            busy = [
+                tp
+                for tp in tps
+                if tp in self._parts
+                and any(
+                    self._parts[tp].buffer.inflight(n) or self._parts[tp].buffer.pending(n)[2]
+                    for n in self._parts[tp].route.workers
+                )
+            ]
+            if not busy:
+                return True
+            if self._clock() >= deadline:
+                log.warning("%s budget of %.0fs ran out for %s", why.value, budget_s, busy)
+                return False
+            self._collect(block_s=0.1)
+
+    def _backpressure(self) -> None:
+        assert self._consumer is not None
+        total = sum(s.buffer.nbytes for s in self._parts.values())
+        metrics.BUFFER_BYTES_TOTAL.set(total)
+        budget = self.config.limits.memory_budget_bytes
+        degraded = any(w.degraded for r in self._routes.values() for w in r.workers.values())
+        if total >= budget:
+            self._flush_fullest()
+        pause = degraded or total >= budget
+        resume = not degraded and total < budget * RESUME_FRACTION
+        for tp, state in self._parts.items():
+            ktp = KafkaTP(tp.topic, tp.partition)
+            if pause and not state.paused:
+                self._consumer.pause(ktp)
+                state.paused = True
+                log.warning("paused %s: %s", tp, "sink down" if degraded else "memory budget")
+            elif resume and state.paused:
+                self._consumer.resume(ktp)
+                state.paused = False
+                log.info("resumed %s", tp)
+            metrics.PAUSED.labels(tp.topic, str(tp.partition)).set(int(state.paused))
+
+    def _flush_fullest(self) -> None:
+        best: tuple[int, PartitionState, str] | None = None
+        for state in self._parts.values():
+            for name, worker in state.route.workers.items():
+                if state.buffer.inflight(name) or worker.degraded:
+                    continue
+                nbytes = state.buffer.pending(name)[1]
+                if nbytes and (best is None or nbytes > best[0]):
+                    best = (nbytes, state, name)
+        if best is not None:
+            _, state, name = best
+            self._submit(state, name, state.route.workers[name], Trigger.MEMORY)
+
+    # -- committing -------------------------------------------------------------------
+    def _commit(self, force: bool = False, only: list[TopicPartition] | None = None) -> None:
+        assert self._consumer is not None
+        now = self._clock()
+        if not force and now - self._last_commit < COMMIT_INTERVAL_S:
+            return
+        self._last_commit = now
+        offsets = {}
+        for tp in only if only is not None else list(self._parts):
+            state = self._parts[tp]
+            target = state.buffer.min_durable()
+            if target > state.committed:
+                offsets[KafkaTP(tp.topic, tp.partition)] = OffsetAndMetadata(target, "", -1)
+        if not offsets:
+            return
+        crash_point("before_kafka_commit")
+        try:
+            self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # Harmless: the sinks hold the truth and the next owner seeks by them.
+            log.warning("offset commit failed (will retry): %s", exc)
+            return
+        metrics.COMMITS.inc()
+        for ktp, om in offsets.items():
+            state = self._parts[TopicPartition(ktp.topic, ktp.partition)]
+            state.committed = om.offset
+            metrics.COMMITTED_OFFSET.labels(ktp.topic, str(ktp.partition)).set(om.offset)
+
+    def _update_gauges(self) -> None:
+        assert self._consumer is not None
+        now = self._clock()
+        metrics.ASSIGNED.set(len(self._parts))
+        metrics.READY.set(int(self.health()[1]))
+        for tp, state in self._parts.items():
+            labels = (tp.topic, str(tp.partition))
+            buf = state.buffer
+            metrics.CONSUMED_OFFSET.labels(*labels).set(buf.consumed)
+            metrics.BUFFERED_ROWS.labels(*labels).set(sum(c.records.num_rows for c in buf.chunks))
+            metrics.BUFFERED_BYTES.labels(*labels).set(buf.nbytes)
+            oldest = buf.chunks[0].received_at if buf.chunks else None
+            metrics.OLDEST_AGE.labels(*labels).set(0 if oldest is None else now - oldest)
+            high = self._consumer.highwater(KafkaTP(tp.topic, tp.partition))
+            if high is not None:
+                metrics.LAG.labels(*labels).set(max(0, high - state.committed))
+
+    # -- rebalances -------------------------------------------------------------------
+    # kafka-python 3 runs the rebalance listener on its IO thread while the main thread
+    # waits inside poll(); the listener may not call blocking consumer APIs. So assignment
+    # is only recorded there and handled by the main thread right after poll() returns;
+    # revocation drains the buffers to the sinks (our own threads, no Kafka calls) before
+    # the partitions are handed over, and commits nothing: the sinks hold the truth.
+    def on_assigned(self, ktps: list[KafkaTP]) -> None:
+        self._assigned.extend(ktps)
+
+    def _init_partitions(self, ktps: list[KafkaTP]) -> None:
+        from batcher.buffer import PartitionBuffer
+
+        assert self._consumer is not None
+        new = [TopicPartition(k.topic, k.partition) for k in ktps]
+        new = [tp for tp in new if tp not in self._parts and tp.topic in self._routes]
+        if not new:
+            return
+        starts = self._consumer.beginning_offsets([KafkaTP(t.topic, t.partition) for t in new])
+        for topic in {tp.topic for tp in new}:
+            route = self._routes[topic]
+            tps = [tp for tp in new if tp.topic == topic]
+            durable: dict[str, dict[TopicPartition, int]] = {}
+            for name, worker in route.workers.items():
+                durable[name] = self._sink_call(functools.partial(_recover, worker.sink, tps))
+            for tp in tps:
+                log_start = starts[KafkaTP(tp.topic, tp.partition)]
+                per_sink = {n: max(d.get(tp, log_start), log_start) for n, d in durable.items()}
+                start = min(per_sink.values())
+                self._consumer.seek(KafkaTP(tp.topic, tp.partition), start)
+                committed = self._consumer.committed(KafkaTP(tp.topic, tp.partition)) or 0
+                self._parts[tp] = PartitionState(
+                    route, PartitionBuffer(tp, start, per_sink, route.config.event_time), committed
+                )
+                for n, off in per_sink.items():
+                    metrics.DURABLE_OFFSET.labels(tp.topic, str(tp.partition), n).set(off)
+                log.info(
+                    "assigned %s: seek to %d (sinks hold %s; kafka committed %d)",
+                    tp, start, per_sink, committed,
+                    extra={"topic": tp.topic, "partition": tp.partition, "offset": start},
+                )  # fmt: skip
+
+    def _sink_call(self, fn: Callable[[], dict[TopicPartition, int]]) -> dict[TopicPartition, int]:
+        """Ask a sink for its offsets, waiting out an outage (we cannot seek without them)."""
+        delay = self.config.limits.retry_initial_s
+        while True:
+            try:
+                return fn()
+            except RetryableError as exc:
+                if self._stop.is_set():
+                    raise
+                log.warning("reading sink offsets failed, retrying in %.1fs: %s", delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, self.config.limits.retry_max_s)
+
+    def on_revoked(self, ktps: list[KafkaTP]) -> None:
+        revoked = {TopicPartition(k.topic, k.partition) for k in ktps}
+        self._assigned = [
+            k for k in self._assigned if TopicPartition(k.topic, k.partition) not in revoked
+        ]
+        tps = [tp for tp in revoked if tp in self._parts]
+        if not tps:
+            return
+        try:
+            ok = self._drain(tps, Trigger.REBALANCE, self.config.limits.revoke_budget_s)
+        except BaseException as exc:  # raised again by the main thread after poll()
+            self._fatal = exc
+            ok = False
+        for route in self._routes.values():
+            for worker in route.workers.values():
+                worker.cancel(set(tps))
+        for tp in tps:
+            del self._parts[tp]
+            labels = (tp.topic, str(tp.partition))
+            metrics.PAUSED.labels(*labels).set(0)
+            metrics.BUFFERED_BYTES.labels(*labels).set(0)
+            metrics.BUFFERED_ROWS.labels(*labels).set(0)
+        log.info("revoked %s (%s)", [str(t) for t in tps], "flushed" if ok else "dropped unflushed")
+
+
+def _recover(sink: Sink, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    sink.recover(tps)
+    return sink.durable_offsets(tps)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, batcher: Batcher) -> None:
+        self._batcher = batcher
+
+    def on_partitions_revoked(self, revoked: list[KafkaTP]) -> None:
+        self._batcher.on_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned: list[KafkaTP]) -> None:
+        self._batcher.on_assigned(list(assigned))
