@@ -87,7 +87,7 @@ class Sink(Protocol):
     name: str
 
     def setup(self) -> None:
-        """Connect, create or check the target (table / directory). Raises FatalError on mismatch."""
+        """Connect; create or check the target (table, directory). FatalError on mismatch."""
 
     def durable_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         """Next offset the sink expects per partition, from its own storage (absent = nothing)."""
