@@ -20,6 +20,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import errors as pgerr
 
+from batcher.crashpoints import crash_point
 from batcher.errors import FatalError, SchemaMismatch, SinkUnavailable
 from batcher.schema import RouteSchema, quote_table
 from sinks.base import Batch, DeadLetterFn, RejectedRow, TopicPartition
@@ -187,6 +188,8 @@ class PostgresCopySink:
                     " WHERE target = %s AND topic = %s AND partition = %s",
                     (batch.next_offset, self.table, batch.tp.topic, batch.tp.partition),
                 )
+                crash_point("after_copy_before_pg_commit")
+            crash_point("after_pg_commit")
         except psycopg.OperationalError as exc:
             raise self._unavailable(exc) from exc
         except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn) as exc:
