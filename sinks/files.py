@@ -124,6 +124,10 @@ def _next_offsets(names: Iterable[FileName], tps: set[TopicPartition]) -> dict[T
     return durable
 
 
+class _Overtaken(Exception):
+    """Storage already holds offsets this write was about to commit."""
+
+
 class ParquetFileSink:
     """One route's Parquet directory; used from one worker thread."""
 
@@ -206,7 +210,6 @@ class ParquetFileSink:
             self._durable[tp] = durable.get(tp, 0)
 
     def write(self, batch: Batch, dead_letter: DeadLetterFn) -> int:
-        del dead_letter  # Parquet refuses no row; the parameter is the contract's
         started = time.perf_counter()
         tp = batch.tp
         try:
@@ -221,6 +224,10 @@ class ParquetFileSink:
                 staged_names = self._stage(name, files)
                 self._durable[tp] = name.next_offset
                 self._publish(name, staged_names)
+        except _Overtaken:
+            log.warning("%s: %s was stored meanwhile by another writer; retrying", self.name, tp)
+            self._durable.pop(tp, None)
+            return self.write(batch, dead_letter)
         except BaseException:
             # Unsure what storage holds now (a rename may have happened without an answer):
             # the next write recovers this partition from storage first.
@@ -278,6 +285,13 @@ class ParquetFileSink:
         for staged_name, data in files:
             self._store.write(posixpath.join(tmp, staged_name), data)
         crash_point("after_hdfs_tmp_write")
+        # Fence: a new owner of this partition (we were revoked and our flush outlived the
+        # revocation budget) may have stored part of this range since we last looked.
+        # Checked right before the commit rename, so the window is one round trip.
+        held = self.durable_offsets([TopicPartition(name.topic, name.partition)])
+        if held.get(TopicPartition(name.topic, name.partition), 0) > name.first:
+            self._store.delete(tmp)
+            raise _Overtaken(name.stem)
         try:
             self._move(tmp, self._path(STAGED_DIR, name.stem))
         except FileExistsError:

@@ -71,6 +71,7 @@ class Pipeline:
     group: str = field(default_factory=lambda: f"g_{uuid.uuid4().hex[:8]}")
     port: int = field(default_factory=free_port)
     route_extra: str = ""
+    kafka_extra: str = ""
     _kafka: KafkaConsumer | None = None
 
     @property
@@ -93,6 +94,7 @@ group_id = "{self.group}"
 session_timeout_ms = 6000
 heartbeat_interval_ms = 1000
 max_poll_interval_ms = 60000
+{self.kafka_extra}
 [postgres]
 conninfo = "{self.conninfo()}"
 flush = {self.pg_flush}
@@ -228,6 +230,8 @@ class BatcherProcess:
             return str(resp.read().decode())
 
     def terminate(self, timeout: float = 60) -> int:
+        # A signal before the daemon installed its handlers would be the default kill.
+        wait_for(lambda: not self.alive() or "consuming" in self.output(), 60, "daemon started")
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
 
