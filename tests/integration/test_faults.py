@@ -7,6 +7,7 @@ committed everything, and then every ``event_id`` must be in Postgres once and i
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from batcher.crashpoints import POINTS
-from tests.integration.harness import Pipeline, produce, wait_for
+from tests.integration.harness import BatcherProcess, Pipeline, produce, wait_for
 from tests.integration.test_pipeline import assert_exactly_once, good_events
 
 pytestmark = pytest.mark.integration
@@ -52,7 +53,7 @@ def test_sigkill_at_crash_point_then_restart_is_exactly_once(
             proc = p.start(env)
             if attempt == 1:  # more input while the crashes go on
                 produce(stack_env["KAFKA_BOOTSTRAP"], p.topic, items[6000:])
-            wait_for(lambda: not proc.alive() or p.all_committed(), 90, f"crash at {point}")
+            wait_for(functools.partial(_died_or_done, proc, p), 90, f"crash at {point}")
             if proc.alive():
                 assert proc.terminate() == 0, proc.output()[-2000:]
             else:
@@ -67,3 +68,7 @@ def test_sigkill_at_crash_point_then_restart_is_exactly_once(
         p.close()
     assert kills >= 1, f"crash point {point} never fired"
     assert_exactly_once(p, hdfs_client, ids)
+
+
+def _died_or_done(proc: BatcherProcess, p: Pipeline) -> bool:
+    return not proc.alive() or p.all_committed()
