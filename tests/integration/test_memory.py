@@ -1,0 +1,69 @@
+"""Bounded memory: one byte budget across all buffers; reaching it flushes the fullest."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import Pipeline, produce, wait_for
+from tests.integration.test_pipeline import assert_exactly_once, good_events
+
+pytestmark = pytest.mark.integration
+
+BUDGET = 8 << 20
+OVERHEAD = 250 << 20  # interpreter, pyarrow, kafka-python, fetch buffers
+
+
+def _peak_rss(pid: int) -> int:
+    text = Path(f"/proc/{pid}/status").read_text()
+    m = re.search(r"VmHWM:\s+(\d+) kB", text)
+    assert m
+    return int(m.group(1)) * 1024
+
+
+def test_memory_budget_flushes_the_fullest_buffer(
+    stack_env: dict[str, str],
+    tmp_path: Path,
+    new_topic: Callable[..., str],
+    pg_schema: str,
+    hdfs_dir: str,
+    hdfs_client: Any,
+) -> None:
+    p = Pipeline(stack_env, tmp_path, new_topic(3), pg_schema, hdfs_dir)
+    p.pg_flush = "{ max_rows = 5000, max_bytes = 4194304, max_age_s = 1 }"
+    p.kafka_extra = "fetch_max_bytes = 4194304\nmax_partition_fetch_bytes = 1048576"
+    # HDFS would wait an hour: only the memory budget can make it flush.
+    p.hdfs_flush = f"{{ max_rows = 100000000, max_bytes = {BUDGET}, max_age_s = 3600 }}"
+    items, ids = good_events(60_000, seed=21)
+    produce(stack_env["KAFKA_BOOTSTRAP"], p.topic, items)
+    config = p.write_config()
+    config.write_text(
+        config.read_text().replace(
+            "memory_budget_bytes = 134217728", f"memory_budget_bytes = {BUDGET}"
+        )
+    )
+    from tests.integration.harness import BatcherProcess
+
+    proc = BatcherProcess.start(config, tmp_path)
+    try:
+        wait_for(lambda: len(p.pg_event_ids()) == len(ids), 120, "every row in postgres")
+
+        def memory_flushes() -> float:
+            m = re.search(
+                r'batcher_flush_triggers_total{cause="memory",sink="hdfs"} (\S+)',
+                proc.metrics(p.port),
+            )
+            return float(m.group(1)) if m else 0.0
+
+        wait_for(memory_flushes, 60, "an hdfs flush caused by the memory budget")
+        peak = _peak_rss(proc.proc.pid)
+        print(f"batcher peak RSS {peak / 2**20:.0f} MiB with a {BUDGET >> 20} MiB budget")
+        assert peak < BUDGET + OVERHEAD
+    finally:
+        p.close()
+        assert proc.terminate() == 0, proc.output()[-3000:]
+    assert_exactly_once(p, hdfs_client, ids)
