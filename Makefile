@@ -63,4 +63,6 @@ demo: stack-up ## Emit events, run the batcher, show what landed in Postgres and
 
 .PHONY: bench
 bench: stack-up ## Benchmarks on the local stack (results in bench/results/)
-	@$(PY) bench/copy_encode.py
+	@test $(VENV)/.installed-bench -nt pyproject.toml || \
+		{ $(PY) -m pip install -q -e '.[dev,bench]' && touch $(VENV)/.installed-bench; }
+	$(PY) -m bench $(BENCH_ARGS)

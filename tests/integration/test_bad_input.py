@@ -14,7 +14,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from tests.integration.harness import Pipeline, pg_dsn, produce, wait_for
-from tests.integration.test_pipeline import assert_exactly_once, good_events
+from tests.integration.test_pipeline import good_events
 
 pytestmark = pytest.mark.integration
 
