@@ -45,10 +45,12 @@ def test_three_batchers_killed_at_random_deliver_exactly_once(
         c = tmp_path / f"churn-{i}.toml"
         c.write_text(config.read_text().replace(f"port = {p.port}", "port = 0"))
         configs.append(c)
+    gen_log = tmp_path / "gen.log"
+    gen_out = gen_log.open("wb")
     gen = subprocess.Popen(
         [sys.executable, "-m", "ingest.cli", "gen", "--topic", p.topic, "--count", str(EVENTS),
          "--rate", str(int(EVENTS / max(CHURN_S * 0.8, 1))), "--seed", "3", "--quiet"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=REPO, stdout=gen_out, stderr=subprocess.STDOUT,
     )  # fmt: skip
     procs = [BatcherProcess.start(c, tmp_path) for c in configs]
     kills = 0
@@ -61,10 +63,11 @@ def test_three_batchers_killed_at_random_deliver_exactly_once(
                 procs[i].kill()
                 kills += 1
             procs[i] = BatcherProcess.start(configs[i], tmp_path)
-        assert gen.wait(timeout=300) == 0, gen.stdout.read() if gen.stdout else ""
+        assert gen.wait(timeout=300) == 0, gen_log.read_text()
         wait_for(p.all_committed, 240, "all committed after the churn")
         assert sum(p.end_offsets().values()) == EVENTS
     finally:
+        gen_out.close()
         for proc in procs:
             if proc.alive():
                 proc.terminate()
