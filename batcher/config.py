@@ -130,7 +130,9 @@ class LimitsConfig(_Model):
     bad_ratio_max: float = Field(default=0.5, gt=0, le=1)
     bad_ratio_window: int = Field(default=10_000, gt=0)
     bad_consecutive_max: int = Field(default=10_000, gt=0)
-    revoke_budget_s: float = Field(default=30, gt=0)
+    # kafka-python 3 runs the revocation drain on its IO thread, where it holds up
+    # heartbeats: keep it below kafka.session_timeout_ms, not only max_poll_interval_ms.
+    revoke_budget_s: float = Field(default=8, gt=0)
     shutdown_budget_s: float = Field(default=60, gt=0)
     retry_initial_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=30, gt=0)
@@ -165,8 +167,11 @@ class BatcherConfig(_Model):
                     f"limits.memory_budget_bytes ({budget}): lower it or raise the budget"
                 )
         budget_ms = self.limits.revoke_budget_s * 1000
-        if budget_ms >= self.kafka.max_poll_interval_ms:
-            raise ValueError("limits.revoke_budget_s must stay below kafka.max_poll_interval_ms")
+        if budget_ms >= min(self.kafka.max_poll_interval_ms, self.kafka.session_timeout_ms):
+            raise ValueError(
+                "limits.revoke_budget_s must stay below kafka.session_timeout_ms and "
+                "kafka.max_poll_interval_ms (the drain holds up heartbeats)"
+            )
         if not (self.postgres.enabled or self.hdfs.enabled):
             raise ValueError("enable at least one sink: postgres.enabled or hdfs.enabled")
         return self
@@ -203,22 +208,22 @@ def read_env_file(path: Path) -> dict[str, str]:
     return env
 
 
-def _expand(value: Any, where: str) -> Any:
+def _expand(value: Any, where: str, env: dict[str, str]) -> Any:
     if isinstance(value, str):
 
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
-            if name in os.environ:
-                return os.environ[name]
+            if name in env:
+                return env[name]
             if default is not None:
                 return default
             raise ConfigError(f"{where}: ${{{name}}} is not set; export {name} or give a default")
 
         return _VAR.sub(sub, value)
     if isinstance(value, dict):
-        return {k: _expand(v, f"{where}.{k}" if where else k) for k, v in value.items()}
+        return {k: _expand(v, f"{where}.{k}" if where else k, env) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand(v, f"{where}.{i}") for i, v in enumerate(value)]
+        return [_expand(v, f"{where}.{i}", env) for i, v in enumerate(value)]
     return value
 
 
@@ -227,6 +232,11 @@ def _parse_literal(raw: str) -> Any:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+
+
+def _override(current: Any, raw: str) -> Any:
+    """A string key stays a string (a group id of "123"); anything else parses as TOML."""
+    return raw if isinstance(current, str) else _parse_literal(raw)
 
 
 def _apply_env_overrides(data: dict[str, Any], environ: dict[str, str]) -> None:
@@ -241,11 +251,11 @@ def _apply_env_overrides(data: dict[str, Any], environ: dict[str, str]) -> None:
                 if not part.isdigit() or int(part) >= len(node):
                     raise ConfigError(f"{name}: no list item {part!r} at {'.'.join(path[:i])}")
                 if last:
-                    node[int(part)] = _parse_literal(raw)
+                    node[int(part)] = _override(node[int(part)], raw)
                 else:
                     node = node[int(part)]
             elif last:
-                node[part] = _parse_literal(raw)
+                node[part] = _override(node.get(part), raw)
             else:
                 node = node.setdefault(part, {})
 
@@ -280,7 +290,7 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Batc
                 os.environ.setdefault(key, value)
     env = dict(os.environ if environ is None else environ)
     _apply_env_overrides(data, env)
-    data = _expand(data, "")
+    data = _expand(data, "", env)
     try:
         config = BatcherConfig.model_validate(data)
     except ValidationError as exc:

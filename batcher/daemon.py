@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import queue
 import signal
 import threading
@@ -123,8 +124,11 @@ class Batcher:
         def handler(signum: int, frame: FrameType | None) -> None:
             self._signals += 1
             if self._signals > 1:
+                # At once: no drain, no close. Safe, because the sinks hold the truth and
+                # the next owner seeks by them.
                 log.warning("second signal: exiting at once (safe: sinks hold the truth)")
-                raise SystemExit(128 + signum)
+                logging.shutdown()
+                os._exit(128 + signum)
             log.info("signal %d: flushing, committing and stopping", signum)
             self._stop.set()
 
@@ -438,8 +442,14 @@ class Batcher:
             durable: dict[str, dict[TopicPartition, int]] = {}
             for name, worker in route.workers.items():
                 durable[name] = self._sink_call(functools.partial(_recover, worker.sink, tps))
+            ends = self._consumer.end_offsets([KafkaTP(t.topic, t.partition) for t in tps])
             for tp in tps:
-                log_start = starts[KafkaTP(tp.topic, tp.partition)]
+                ktp = KafkaTP(tp.topic, tp.partition)
+                log_start = starts[ktp]
+                if self.config.kafka.auto_offset_reset == "latest" and not any(
+                    tp in d for d in durable.values()
+                ):
+                    log_start = ends[ktp]  # nothing stored anywhere: start at the log end
                 per_sink = {n: max(d.get(tp, log_start), log_start) for n, d in durable.items()}
                 start = min(per_sink.values())
                 self._consumer.seek(KafkaTP(tp.topic, tp.partition), start)
@@ -485,11 +495,8 @@ class Batcher:
             for worker in route.workers.values():
                 worker.cancel(set(tps))
         for tp in tps:
-            del self._parts[tp]
-            labels = (tp.topic, str(tp.partition))
-            metrics.PAUSED.labels(*labels).set(0)
-            metrics.BUFFERED_BYTES.labels(*labels).set(0)
-            metrics.BUFFERED_ROWS.labels(*labels).set(0)
+            state = self._parts.pop(tp)
+            metrics.forget_partition(tp.topic, tp.partition, list(state.route.workers))
         log.info("revoked %s (%s)", [str(t) for t in tps], "flushed" if ok else "dropped unflushed")
 
 

@@ -1,7 +1,7 @@
 """The operator's HTTP endpoints: ``/metrics``, ``/healthz`` (alive) and ``/readyz``.
 
-``/readyz`` answers 503 with the reason while a sink is down, nothing is assigned yet, or
-the loop has stalled; load balancers and alerts read it, and so does batcher_ready.
+``/readyz`` answers 503 with the reason while a sink is down, before the consumer has
+started, or when the loop has stalled; load balancers and alerts read it, and so does batcher_ready.
 """
 
 from __future__ import annotations

@@ -56,3 +56,4 @@ def setup_logging(fmt: str, level: str, secrets: Iterable[str] = ()) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("hdfs").setLevel(logging.WARNING)  # HdfsCLI logs every call at INFO

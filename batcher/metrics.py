@@ -5,6 +5,8 @@ Names follow Prometheus conventions: base units (seconds, bytes), ``_total`` for
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -104,7 +106,24 @@ DEAD_LETTERS = Counter(
 CONSUMED_RECORDS = Counter(
     "batcher_consumed_records_total", "Records read from Kafka", ["topic"], registry=REGISTRY
 )
-# Is the daemon able to make progress? (0 while a sink is down or nothing is assigned yet)
+# Is the daemon able to make progress? (0 while a sink is down, before the consumer starts,
+# or when the loop has stalled; an idle member of a larger group is ready)
 READY = Gauge("batcher_ready", "1 when /readyz answers 200", registry=REGISTRY)
 ASSIGNED = Gauge("batcher_assigned_partitions", "Partitions owned", registry=REGISTRY)
 COMMITS = Counter("batcher_commits_total", "Offset commits to Kafka", registry=REGISTRY)
+
+
+_PARTITION_GAUGES = (
+    CONSUMED_OFFSET, COMMITTED_OFFSET, LAG, OLDEST_AGE, BUFFERED_ROWS, BUFFERED_BYTES, PAUSED,
+)  # fmt: skip
+
+
+def forget_partition(topic: str, partition: int, sinks: list[str]) -> None:
+    """Drop a revoked partition's series, so sums across instances do not double-count."""
+    labels = (topic, str(partition))
+    for gauge in _PARTITION_GAUGES:
+        with contextlib.suppress(KeyError):
+            gauge.remove(*labels)
+    for sink in sinks:
+        with contextlib.suppress(KeyError):
+            DURABLE_OFFSET.remove(topic, str(partition), sink)

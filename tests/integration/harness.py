@@ -104,7 +104,7 @@ user = "{self.env["HDFS_USER"]}"
 flush = {self.hdfs_flush}
 [limits]
 memory_budget_bytes = 134217728
-revoke_budget_s = 20
+revoke_budget_s = 5
 shutdown_budget_s = 30
 retry_initial_s = 0.2
 retry_max_s = 2
