@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 .PHONY: setup
-setup: $(STAMP) ## Create .venv, install the package, PostgreSQL (apt) and the Kafka/Hadoop jars (Maven)
+setup: $(STAMP) ## Create .venv, install the package, PostgreSQL + Prometheus (apt), Kafka/Hadoop jars (Maven)
 	@$(PY) -m stack install
+	@$(PY) -c 'from stack.prometheus import ensure_promtool; ensure_promtool()' 
 
 .PHONY: stack-up
 stack-up: setup ## Start Kafka, PostgreSQL and HDFS on 127.0.0.1 (no-op when up); settings in .stack/env

@@ -178,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p = sub.add_parser(name, help=text)
         p.add_argument("-c", "--config", required=True, help="TOML config file")
         p.add_argument("--log-format", choices=["text", "json"], help="override log_format")
+    from batcher.dlqtool import add_dlq_parser, run_dlq
+
+    add_dlq_parser(sub)
     args = parser.parse_args(argv)
     from batcher.logs import setup_logging
 
@@ -192,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(config)
         if args.command == "check":
             return cmd_check(config)
+        if args.command == "dlq":
+            return run_dlq(args, config)
         return cmd_status(config)
     except BatcherError as exc:
         log.error("%s", exc)

@@ -96,18 +96,35 @@ class Batcher:
             "hdfs": FlushPolicy(**config.hdfs.flush.model_dump()),
         }
         policies["local"] = policies["hdfs"]  # the local-filesystem Parquet sink
+        writers = {
+            "postgres": config.postgres.writers,
+            "hdfs": config.hdfs.writers,
+            "local": config.hdfs.writers,
+        }
         self._routes: dict[str, Route] = {}
         for rc in config.routes:
-            workers = {}
-            for sink in sink_factory(rc):
+            # One control instance per sink (the loop's own reads), then its writer lanes.
+            control = {sink.name: sink for sink in sink_factory(rc)}
+            lanes: dict[str, list[Sink]] = {name: [] for name in control}
+            for sink in control.values():
                 sink.setup()
-                workers[sink.name] = SinkWorker(
-                    sink,
+            for _ in range(max(writers.values())):
+                for sink in sink_factory(rc):
+                    if len(lanes[sink.name]) < writers[sink.name]:
+                        lanes[sink.name].append(sink)
+                    else:
+                        sink.close()
+            workers = {
+                name: SinkWorker(
+                    control[name],
+                    lanes[name],
                     self._dlq,
                     self._done,
                     config.limits.retry_initial_s,
                     config.limits.retry_max_s,
                 )
+                for name in control
+            }
             self._routes[rc.topic] = Route(
                 rc,
                 RecordDecoder(rc.route_schema(), rc.max_record_bytes),
@@ -115,6 +132,12 @@ class Batcher:
                 {name: policies[name] for name in workers},
             )
         metrics.BUFFER_BUDGET.set(config.limits.memory_budget_bytes)
+        # Computed at scrape time, so a stalled loop reads 0 too.
+        metrics.READY.set_function(lambda: float(self.health()[1]))
+        started = time.time()
+        for route in self._routes.values():
+            for name in route.workers:  # "no flush since start" counts as no flush
+                metrics.LAST_FLUSH.labels(name).set(started)
         self._consumer: KafkaConsumer | None = None
         self._last_commit = 0.0
         self._assigned: list[KafkaTP] = []  # set by the listener, handled after poll()
@@ -405,7 +428,6 @@ class Batcher:
         assert self._consumer is not None
         now = self._clock()
         metrics.ASSIGNED.set(len(self._parts))
-        metrics.READY.set(int(self.health()[1]))
         for tp, state in self._parts.items():
             labels = (tp.topic, str(tp.partition))
             buf = state.buffer

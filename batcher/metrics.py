@@ -37,7 +37,7 @@ FLUSH_FAILURES = Counter(
 # When did each sink last succeed? (alert: no flush for k x max age)
 LAST_FLUSH = Gauge(
     "batcher_last_successful_flush_timestamp_seconds",
-    "Unix time of the sink's last successful flush",
+    "Unix time of the sink's last successful flush (the start time until the first one)",
     ["sink"],
     registry=REGISTRY,
 )

@@ -45,55 +45,96 @@ class FlushDone:
 
 
 class SinkWorker:
+    """One sink's writers: ``lanes`` threads, each with its own sink instance.
+
+    A partition always goes to the same lane (partition modulo lanes), so its batches are
+    written in order, while different partitions' flushes run in parallel (two COPY
+    connections, two WebHDFS uploads). ``control`` is a separate instance for the consumer
+    loop's own reads (durable offsets, recovery), never shared with a writing thread.
+    """
+
     def __init__(
         self,
-        sink: Sink,
+        control: Sink,
+        lanes: list[Sink],
         dlq: DeadLetterWriter | None,
         done: queue.Queue[FlushDone],
         backoff_initial_s: float,
         backoff_max_s: float,
     ) -> None:
-        self.sink = sink
-        self.name = sink.name
-        self._dlq = dlq
-        self._done = done
-        self._jobs: queue.Queue[FlushJob | None] = queue.Queue()
-        self._backoff = Backoff(backoff_initial_s, backoff_max_s)
-        self._stop = threading.Event()
+        if not lanes:
+            raise ValueError("a sink needs at least one writer lane")
+        self.sink = control
+        self.name = control.name
+        self._lanes = [
+            _Lane(self, sink, i, dlq, done, backoff_initial_s, backoff_max_s)
+            for i, sink in enumerate(lanes)
+        ]
         self._cancelled: set[TopicPartition] = set()
         self._lock = threading.Lock()
-        self.degraded = False
-        self.last_error = ""
-        self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
+
+    @property
+    def degraded(self) -> bool:
+        return any(lane.degraded for lane in self._lanes)
 
     def start(self) -> None:
-        self._thread.start()
+        for lane in self._lanes:
+            lane.thread.start()
 
     def submit(self, job: FlushJob) -> None:
         with self._lock:
             self._cancelled.discard(job.batch.tp)
         metrics.FLUSH_TRIGGERS.labels(self.name, job.trigger.value).inc()
-        self._jobs.put(job)
+        self._lanes[job.batch.tp.partition % len(self._lanes)].jobs.put(job)
 
     def cancel(self, tps: set[TopicPartition]) -> None:
         """Drop queued or retrying jobs of ``tps`` (revoked: the new owner replays them)."""
         with self._lock:
             self._cancelled |= tps
 
-    def _is_cancelled(self, tp: TopicPartition) -> bool:
+    def is_cancelled(self, tp: TopicPartition) -> bool:
         with self._lock:
             return tp in self._cancelled
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._jobs.put(None)
-        self._thread.join(timeout)
+        for lane in self._lanes:
+            lane.stop.set()
+            lane.jobs.put(None)
+        for lane in self._lanes:
+            lane.thread.join(timeout)
+            lane.sink.close()
         self.sink.close()
 
-    # -- the thread -------------------------------------------------------------------
+
+class _Lane:
+    """One writer thread of a sink: its own queue, sink instance and backoff."""
+
+    def __init__(
+        self,
+        owner: SinkWorker,
+        sink: Sink,
+        index: int,
+        dlq: DeadLetterWriter | None,
+        done: queue.Queue[FlushDone],
+        backoff_initial_s: float,
+        backoff_max_s: float,
+    ) -> None:
+        self.owner = owner
+        self.sink = sink
+        self.name = sink.name
+        self._dlq = dlq
+        self._done = done
+        self.jobs: queue.Queue[FlushJob | None] = queue.Queue()
+        self._backoff = Backoff(backoff_initial_s, backoff_max_s)
+        self.stop = threading.Event()
+        self.degraded = False
+        self.thread = threading.Thread(
+            target=self._run, name=f"sink-{self.name}-{index}", daemon=True
+        )
+
     def _run(self) -> None:
-        while not self._stop.is_set():
-            job = self._jobs.get()
+        while not self.stop.is_set():
+            job = self.jobs.get()
             if job is None:
                 return
             self._done.put(self._execute(job))
@@ -101,13 +142,13 @@ class SinkWorker:
     def _execute(self, job: FlushJob) -> FlushDone:
         t0 = time.monotonic()
         while True:
-            if self._is_cancelled(job.batch.tp) or self._stop.is_set():
+            if self.owner.is_cancelled(job.batch.tp) or self.stop.is_set():
                 return FlushDone(job, 0, time.monotonic() - t0, cancelled=True)
             try:
                 rows = self.sink.write(job.batch, self._dead_letter_rows(job.batch))
             except RetryableError as exc:
                 self._degrade(job, exc)
-                self._stop.wait(self._backoff.next_delay(random.random()))
+                self.stop.wait(self._backoff.next_delay(random.random()))
                 continue
             except FatalError as exc:
                 metrics.FLUSH_FAILURES.labels(self.name, "fatal").inc()
@@ -120,7 +161,8 @@ class SinkWorker:
                 log.info("%s sink is back after %d attempts", self.name, self._backoff.attempts)
             self.degraded = False
             self._backoff.reset()
-            metrics.SINK_DEGRADED.labels(self.name).set(0)
+            if not self.owner.degraded:
+                metrics.SINK_DEGRADED.labels(self.name).set(0)
             return FlushDone(job, rows, time.monotonic() - t0)
 
     def _degrade(self, job: FlushJob, exc: Exception) -> None:
@@ -138,7 +180,6 @@ class SinkWorker:
                 extra={"sink": self.name, "topic": job.batch.tp.topic},
             )
         self.degraded = True
-        self.last_error = str(exc)
 
     def _dead_letter_rows(self, batch: Batch):  # type: ignore[no-untyped-def]
         def dead_letter(tp: TopicPartition, rows: list[RejectedRow]) -> None:
