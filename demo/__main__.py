@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from batcher.config import read_env_file
+
 REPO = Path(__file__).resolve().parent.parent
 STACK = REPO / ".stack"
 ENV_FILE = STACK / "env"
@@ -80,15 +82,7 @@ def load_stack_env() -> dict[str, str]:
     """The local stack's settings (``export K=V`` lines), put into os.environ."""
     if not ENV_FILE.exists():
         raise DemoError(f"{ENV_FILE} is missing: start the stack first (make stack-up)")
-    env: dict[str, str] = {}
-    for raw in ENV_FILE.read_text().splitlines():
-        line = raw.strip()
-        if line.startswith("export "):
-            line = line[len("export ") :]
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        env[key.strip()] = value.strip().strip("'\"")
+    env = read_env_file(ENV_FILE)
     missing = [k for k in ("KAFKA_BOOTSTRAP", "PGHOST", "PGPASSWORD", "HDFS_URL") if k not in env]
     if missing:
         raise DemoError(f"{ENV_FILE} lacks {', '.join(missing)}: run make stack-up again")

@@ -56,6 +56,7 @@ def cmd_install(s: StackSettings) -> None:
 
 def cmd_up(s: StackSettings) -> None:
     t0 = time.monotonic()
+    s.paths.root.mkdir(parents=True, exist_ok=True)  # a fresh clone has no .stack/ yet
     started = {
         "postgres": postgres.start(s),
         "kafka": kafka.start(s),

@@ -19,16 +19,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from batcher.config import read_env_file
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _read_env(path: Path) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export ") and "=" in line:
-            key, _, value = line[len("export ") :].partition("=")
-            env[key.strip()] = value.strip()
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +35,7 @@ def stack_env() -> dict[str, str]:
     up = subprocess.run([sys.executable, "-m", "stack", "up"], cwd=REPO, capture_output=True)
     if up.returncode != 0:
         pytest.fail(f"local stack did not come up:\n{up.stdout.decode()}{up.stderr.decode()}")
-    env = _read_env(env_file)
+    env = read_env_file(env_file)
     os.environ.update(env)  # subprocesses (CLIs under test) see the same stack
     return env
 

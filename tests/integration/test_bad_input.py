@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -17,19 +15,6 @@ from tests.integration.harness import Pipeline, pg_dsn, produce, wait_for
 from tests.integration.test_pipeline import good_events
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def pipeline(
-    stack_env: dict[str, str],
-    tmp_path: Path,
-    new_topic: Callable[..., str],
-    pg_schema: str,
-    hdfs_dir: str,
-) -> Iterator[Pipeline]:
-    p = Pipeline(stack_env, tmp_path, new_topic(3), pg_schema, hdfs_dir)
-    yield p
-    p.close()
 
 
 def dead_letters(p: Pipeline) -> list[Any]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,15 +25,12 @@ KILLS_PER_POINT = 3
 @pytest.mark.parametrize("point", [pytest.param(p, id=p) for p in POINTS])
 def test_sigkill_at_crash_point_then_restart_is_exactly_once(
     point: str,
-    stack_env: dict[str, str],
-    tmp_path: Path,
-    new_topic: Callable[..., str],
-    pg_schema: str,
-    hdfs_dir: str,
+    pipeline: Pipeline,
     hdfs_client: Any,
 ) -> None:
     rng = random.Random(point)
-    p = Pipeline(stack_env, tmp_path, new_topic(3), pg_schema, hdfs_dir)
+    p = pipeline
+    stack_env = p.env
     # Small batches: many flushes, so many chances for each point to fire.
     p.pg_flush = "{ max_rows = 400, max_bytes = 16777216, max_age_s = 0.3 }"
     p.hdfs_flush = "{ max_rows = 1500, max_bytes = 16777216, max_age_s = 0.6 }"

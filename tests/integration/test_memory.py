@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,11 @@ def _peak_rss(pid: int) -> int:
 
 
 def test_memory_budget_flushes_the_fullest_buffer(
-    stack_env: dict[str, str],
-    tmp_path: Path,
-    new_topic: Callable[..., str],
-    pg_schema: str,
-    hdfs_dir: str,
+    pipeline: Pipeline,
     hdfs_client: Any,
 ) -> None:
-    p = Pipeline(stack_env, tmp_path, new_topic(3), pg_schema, hdfs_dir)
+    p = pipeline
+    stack_env = p.env
     p.pg_flush = "{ max_rows = 5000, max_bytes = 4194304, max_age_s = 1 }"
     p.kafka_extra = "fetch_max_bytes = 4194304\nmax_partition_fetch_bytes = 1048576"
     # HDFS would wait an hour: only the memory budget can make it flush.
@@ -48,7 +44,7 @@ def test_memory_budget_flushes_the_fullest_buffer(
     )
     from tests.integration.harness import BatcherProcess
 
-    proc = BatcherProcess.start(config, tmp_path)
+    proc = BatcherProcess.start(config, p.tmp)
     try:
         wait_for(lambda: len(p.pg_event_ids()) == len(ids), 120, "every row in postgres")
 

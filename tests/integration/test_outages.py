@@ -14,8 +14,6 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,15 +67,12 @@ def _metric(text: str, name: str) -> list[float]:
 @pytest.mark.parametrize("server", ["postgres", "namenode", "datanode", "kafka"])
 def test_outage_is_waited_out(
     server: str,
-    stack_env: dict[str, str],
-    tmp_path: Path,
-    new_topic: Callable[..., str],
-    pg_schema: str,
-    hdfs_dir: str,
+    pipeline: Pipeline,
     hdfs_client: Any,
 ) -> None:
     s = StackSettings.from_env()
-    p = Pipeline(stack_env, tmp_path, new_topic(3), pg_schema, hdfs_dir)
+    p = pipeline
+    stack_env = p.env
     items, ids = good_events(20_000, seed=len(server))
     bootstrap = stack_env["KAFKA_BOOTSTRAP"]
     produce(bootstrap, p.topic, items[:10_000])

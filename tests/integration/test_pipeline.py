@@ -8,8 +8,6 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -20,19 +18,6 @@ from tests.conftest import REPO
 from tests.integration.harness import Pipeline, pg_dsn, produce, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def pipeline(
-    stack_env: dict[str, str],
-    tmp_path: Path,
-    new_topic: Callable[..., str],
-    pg_schema: str,
-    hdfs_dir: str,
-) -> Iterator[Pipeline]:
-    p = Pipeline(stack_env, tmp_path, new_topic(3), pg_schema, hdfs_dir)
-    yield p
-    p.close()
 
 
 def assert_exactly_once(p: Pipeline, hdfs_client: Any, expected: set[str]) -> None:
