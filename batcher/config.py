@@ -54,6 +54,10 @@ class KafkaConfig(_Model):
     fetch_max_bytes: int = Field(default=52_428_800, gt=0)
     max_partition_fetch_bytes: int = Field(default=8_388_608, gt=0)
     dlq_suffix: str = ".dlq"
+    # The consumer client (batcher/consumer.py): kafka-python (pure Python, the default) or
+    # confluent-kafka (librdkafka in C; its fetch path costs far less CPU per record), from
+    # the optional extra: pip install 'bulk-ingest[fast]'.
+    backend: Literal["kafka-python", "confluent"] = "kafka-python"
     # Passed to kafka-python as is: security_protocol, sasl_mechanism, sasl_plain_username,
     # ssl_cafile, ssl_certfile, ... (never a password: see sasl_password_env).
     client_options: dict[str, Any] = Field(default_factory=dict)
