@@ -101,6 +101,10 @@ def cmd_check(config: BatcherConfig) -> int:
         for route in config.routes:
             if route.topic not in topics:
                 problems.append(f"kafka: topic {route.topic!r} does not exist (yet)")
+            dlq = config.dlq_topic(route.topic)
+            if dlq not in topics:
+                print(f"note: dead-letter topic {dlq!r} does not exist yet: create it, or the "
+                      "broker must allow auto-creation")  # fmt: skip
         print(f"kafka: ok ({config.kafka.bootstrap_servers}, {len(topics)} topics)")
     except KafkaError as exc:
         problems.append(f"kafka: cannot reach {config.kafka.bootstrap_servers}: {exc}")
