@@ -24,6 +24,11 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+# Popen objects of the servers started by this process: kept so that a long-lived caller
+# (the test suite restarting a server) never garbage-collects a running child's handle.
+_SPAWNED: list[subprocess.Popen[bytes]] = []
+
+
 def spawn(name: str, argv: Sequence[str], pid_dir: Path, log: Path, cwd: Path) -> int:
     """Start ``argv`` in its own session with output to ``log``; record its PID as ``name``."""
     pid_dir.mkdir(parents=True, exist_ok=True)
@@ -37,6 +42,7 @@ def spawn(name: str, argv: Sequence[str], pid_dir: Path, log: Path, cwd: Path) -
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    _SPAWNED.append(proc)
     (pid_dir / f"{name}.pid").write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
     return proc.pid
 

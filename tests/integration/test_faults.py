@@ -42,8 +42,9 @@ def test_sigkill_at_crash_point_then_restart_is_exactly_once(
         for attempt in range(KILLS_PER_POINT):
             env = {
                 "BATCHER_CRASH_AT": point,
+                # Fires at the (skip+1)-th pass: a different batch each run, never "maybe not".
                 "BATCHER_CRASH_SKIP": str(rng.randint(0, 3)),
-                "BATCHER_CRASH_PROB": "0.5",
+                "BATCHER_CRASH_PROB": "1.0",
             }
             proc = p.start(env)
             if attempt == 1:  # more input while the crashes go on
