@@ -22,13 +22,9 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from kafka import KafkaConsumer, OffsetAndMetadata
-from kafka import TopicPartition as KafkaTP
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError
-
 from batcher import metrics
 from batcher.config import BatcherConfig, RouteConfig
+from batcher.consumer import CommitFailed, Consumer, PartitionRecords, consumer_factory
 from batcher.crashpoints import crash_point
 from batcher.decode import RecordDecoder
 from batcher.dlq import DeadLetter, DeadLetterWriter
@@ -75,6 +71,8 @@ class Batcher:
     ) -> None:
         self.config = config
         self._clock = clock
+        # At start: kafka.backend = "confluent" without the package is a ConfigError here.
+        self._new_consumer = consumer_factory(config)
         self._done: queue.Queue[FlushDone] = queue.Queue()
         self._stop = threading.Event()
         self._signals = 0
@@ -138,9 +136,8 @@ class Batcher:
         for route in self._routes.values():
             for name in route.workers:  # "no flush since start" counts as no flush
                 metrics.LAST_FLUSH.labels(name).set(started)
-        self._consumer: KafkaConsumer | None = None
+        self._consumer: Consumer | None = None
         self._last_commit = 0.0
-        self._assigned: list[KafkaTP] = []  # set by the listener, handled after poll()
 
     # -- lifecycle --------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -178,22 +175,12 @@ class Batcher:
         for route in self._routes.values():
             for worker in route.workers.values():
                 worker.start()
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=cfg.bootstrap_servers,
-            group_id=cfg.group_id,
-            client_id=cfg.client_id,
-            enable_auto_commit=False,
-            auto_offset_reset=cfg.auto_offset_reset,
-            session_timeout_ms=cfg.session_timeout_ms,
-            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
-            max_poll_interval_ms=cfg.max_poll_interval_ms,
-            max_poll_records=cfg.max_poll_records,
-            fetch_max_bytes=cfg.fetch_max_bytes,
-            max_partition_fetch_bytes=cfg.max_partition_fetch_bytes,
-            **self.config.kafka_client_options(),
-        )
-        self._consumer.subscribe(topics=list(self._routes), listener=_Listener(self))
-        log.info("consuming %s as group %s", ", ".join(self._routes), cfg.group_id)
+        self._consumer = self._new_consumer()
+        self._consumer.subscribe(list(self._routes), self)
+        log.info(
+            "consuming %s as group %s (%s)",
+            ", ".join(self._routes), cfg.group_id, self._consumer.backend,
+        )  # fmt: skip
         try:
             while not self._stop.is_set():
                 self._turn()
@@ -204,10 +191,7 @@ class Batcher:
 
     def _close(self) -> None:
         if self._consumer is not None:
-            try:
-                self._consumer.close(autocommit=False)
-            except KafkaError as exc:
-                log.warning("closing the consumer: %s", exc)
+            self._consumer.close()
         for route in self._routes.values():
             for worker in route.workers.values():
                 worker.stop()
@@ -217,53 +201,46 @@ class Batcher:
     def _turn(self) -> None:
         assert self._consumer is not None
         self._last_turn = self._clock()
-        polled = self._consumer.poll(
-            timeout_ms=POLL_TIMEOUT_MS, max_records=self.config.kafka.max_poll_records
-        )
+        # Rebalances are handled inside poll() (see "rebalances" below).
+        try:
+            polled = self._consumer.poll(POLL_TIMEOUT_MS / 1000, self.config.kafka.max_poll_records)
+        except RetryableError as exc:
+            if self._fatal is not None:
+                raise self._fatal from exc
+            log.warning("kafka poll failed (retrying): %s", exc)
+            polled = {}
         if self._fatal is not None:
             raise self._fatal
-        for ktp, records in polled.items():
-            tp = TopicPartition(ktp.topic, ktp.partition)
+        for tp, records in polled.items():
             state = self._parts.get(tp)
             if state is None or state.revoked or not records:
                 continue
             self._ingest(tp, state, records)
-        if self._assigned:
-            # After the records: any fetched for a partition assigned in this very poll()
-            # were read from Kafka's committed offset and are dropped; we seek by the sinks.
-            assigned, self._assigned = self._assigned, []
-            self._init_partitions(assigned)
         self._collect(block_s=0)
         self._schedule(self._clock())
         self._backpressure()
         self._commit()
         self._update_gauges()
 
-    def _ingest(self, tp: TopicPartition, state: PartitionState, records: list[Any]) -> None:
+    def _ingest(self, tp: TopicPartition, state: PartitionState, records: PartitionRecords) -> None:
         buf = state.buffer
-        if records[0].offset < buf.consumed:  # a re-fetch after a seek: keep what is new
-            records = [r for r in records if r.offset >= buf.consumed]
-            if not records:
-                return
+        # A re-fetch after a seek: keep what is new.
+        records = records.from_offset(buf.consumed)
+        if not records:
+            return
         crash_point("during_decode")
-        decoded = state.route.decoder.decode(
-            [r.value for r in records], [r.offset for r in records]
-        )
+        decoded = state.route.decoder.decode(records.values, records.offsets)
         metrics.CONSUMED_RECORDS.labels(tp.topic).inc(len(records))
         if decoded.rejects:
-            by_offset = {r.offset: r for r in records}
-            letters = [
-                DeadLetter(
-                    tp,
-                    rej.offset,
-                    by_offset[rej.offset].key,
-                    by_offset[rej.offset].value,
-                    rej.reason,
-                    "BadRecord",
-                    rej.message,
+            index = {off: i for i, off in enumerate(records.offsets)}
+            letters = []
+            for rej in decoded.rejects:
+                rec = records.record(index[rej.offset])
+                letters.append(
+                    DeadLetter(
+                        tp, rej.offset, rec.key, rec.value, rej.reason, "BadRecord", rej.message
+                    )
                 )
-                for rej in decoded.rejects
-            ]
             self._send_dead_letters(letters)
         last_good = decoded.offsets[-1].as_py() if len(decoded.offsets) else -1
         trailing = sum(1 for rej in decoded.rejects if rej.offset > last_good)
@@ -273,7 +250,7 @@ class Batcher:
                 f"{tp}: {tripped}; stopping instead of dead-lettering a broken topic "
                 f"(see the dead-letter topic {self._dlq.topic_for(tp.topic)})"
             )
-        buf.append(decoded.records, decoded.offsets, records[-1].offset + 1, self._clock())
+        buf.append(decoded.records, decoded.offsets, records.next_offset, self._clock())
 
     def _send_dead_letters(self, letters: list[DeadLetter]) -> None:
         """Acknowledged before anything covering them can be flushed; waits out outages."""
@@ -372,13 +349,12 @@ class Batcher:
         pause = degraded or total >= budget
         resume = not degraded and total < budget * RESUME_FRACTION
         for tp, state in self._parts.items():
-            ktp = KafkaTP(tp.topic, tp.partition)
             if pause and not state.paused:
-                self._consumer.pause(ktp)
+                self._consumer.pause(tp)
                 state.paused = True
                 log.warning("paused %s: %s", tp, "sink down" if degraded else "memory budget")
             elif resume and state.paused:
-                self._consumer.resume(ktp)
+                self._consumer.resume(tp)
                 state.paused = False
                 log.info("resumed %s", tp)
             metrics.PAUSED.labels(tp.topic, str(tp.partition)).set(int(state.paused))
@@ -403,26 +379,25 @@ class Batcher:
         if not force and now - self._last_commit < COMMIT_INTERVAL_S:
             return
         self._last_commit = now
-        offsets = {}
+        offsets: dict[TopicPartition, int] = {}
         for tp in only if only is not None else list(self._parts):
             state = self._parts[tp]
             target = state.buffer.min_durable()
             if target > state.committed:
-                offsets[KafkaTP(tp.topic, tp.partition)] = OffsetAndMetadata(target, "", -1)
+                offsets[tp] = target
         if not offsets:
             return
         crash_point("before_kafka_commit")
         try:
             self._consumer.commit(offsets)
-        except (CommitFailedError, KafkaError) as exc:
+        except CommitFailed as exc:
             # Harmless: the sinks hold the truth and the next owner seeks by them.
             log.warning("offset commit failed (will retry): %s", exc)
             return
         metrics.COMMITS.inc()
-        for ktp, om in offsets.items():
-            state = self._parts[TopicPartition(ktp.topic, ktp.partition)]
-            state.committed = om.offset
-            metrics.COMMITTED_OFFSET.labels(ktp.topic, str(ktp.partition)).set(om.offset)
+        for tp, offset in offsets.items():
+            self._parts[tp].committed = offset
+            metrics.COMMITTED_OFFSET.labels(tp.topic, str(tp.partition)).set(offset)
 
     def _update_gauges(self) -> None:
         assert self._consumer is not None
@@ -436,46 +411,49 @@ class Batcher:
             metrics.BUFFERED_BYTES.labels(*labels).set(buf.nbytes)
             oldest = buf.chunks[0].received_at if buf.chunks else None
             metrics.OLDEST_AGE.labels(*labels).set(0 if oldest is None else now - oldest)
-            high = self._consumer.highwater(KafkaTP(tp.topic, tp.partition))
+            high = self._consumer.highwater(tp)
             if high is not None:
                 metrics.LAG.labels(*labels).set(max(0, high - state.committed))
 
     # -- rebalances -------------------------------------------------------------------
-    # kafka-python 3 runs the rebalance listener on its IO thread while the main thread
-    # waits inside poll(); the listener may not call blocking consumer APIs. So assignment
-    # is only recorded there and handled by the main thread right after poll() returns;
-    # revocation drains the buffers to the sinks (our own threads, no Kafka calls) before
-    # the partitions are handed over, and commits nothing: the sinks hold the truth.
-    def on_assigned(self, ktps: list[KafkaTP]) -> None:
-        self._assigned.extend(ktps)
+    # The consumer (batcher/consumer.py) calls these from inside poll(). on_assigned always
+    # runs on the main thread: kafka-python's listener (on its IO thread, where blocking
+    # consumer calls are not allowed) only records the assignment and poll() hands it over
+    # once the client's poll has returned; confluent-kafka runs its callbacks inside
+    # consume() on the main thread. on_revoked drains the buffers to the sinks (our own
+    # threads) before the partitions are handed over; with kafka-python it runs on the IO
+    # thread and makes no Kafka calls, with confluent-kafka it then also commits what the
+    # sinks hold. Either way the sinks hold the truth and the next owner seeks by them.
+    def on_assigned(self, tps: list[TopicPartition]) -> None:
+        if self._fatal is not None:  # a failed revocation drain: stop, do not take more
+            raise self._fatal
+        self._init_partitions(tps)
 
-    def _init_partitions(self, ktps: list[KafkaTP]) -> None:
+    def _init_partitions(self, tps_in: list[TopicPartition]) -> None:
         from batcher.buffer import PartitionBuffer
 
         assert self._consumer is not None
-        new = [TopicPartition(k.topic, k.partition) for k in ktps]
-        new = [tp for tp in new if tp not in self._parts and tp.topic in self._routes]
+        new = [tp for tp in tps_in if tp not in self._parts and tp.topic in self._routes]
         if not new:
             return
-        starts = self._consumer.beginning_offsets([KafkaTP(t.topic, t.partition) for t in new])
+        starts = self._consumer.beginning_offsets(new)
         for topic in {tp.topic for tp in new}:
             route = self._routes[topic]
             tps = [tp for tp in new if tp.topic == topic]
             durable: dict[str, dict[TopicPartition, int]] = {}
             for name, worker in route.workers.items():
                 durable[name] = self._sink_call(functools.partial(_recover, worker.sink, tps))
-            ends = self._consumer.end_offsets([KafkaTP(t.topic, t.partition) for t in tps])
+            ends = self._consumer.end_offsets(tps)
             for tp in tps:
-                ktp = KafkaTP(tp.topic, tp.partition)
-                log_start = starts[ktp]
+                log_start = starts[tp]
                 if self.config.kafka.auto_offset_reset == "latest" and not any(
                     tp in d for d in durable.values()
                 ):
-                    log_start = ends[ktp]  # nothing stored anywhere: start at the log end
+                    log_start = ends[tp]  # nothing stored anywhere: start at the log end
                 per_sink = {n: max(d.get(tp, log_start), log_start) for n, d in durable.items()}
                 start = min(per_sink.values())
-                self._consumer.seek(KafkaTP(tp.topic, tp.partition), start)
-                committed = self._consumer.committed(KafkaTP(tp.topic, tp.partition)) or 0
+                self._consumer.seek(tp, start)
+                committed = self._consumer.committed(tp) or 0
                 self._parts[tp] = PartitionState(
                     route, PartitionBuffer(tp, start, per_sink, route.config.event_time), committed
                 )
@@ -500,16 +478,14 @@ class Batcher:
                 time.sleep(delay)
                 delay = min(delay * 2, self.config.limits.retry_max_s)
 
-    def on_revoked(self, ktps: list[KafkaTP]) -> None:
-        revoked = {TopicPartition(k.topic, k.partition) for k in ktps}
-        self._assigned = [
-            k for k in self._assigned if TopicPartition(k.topic, k.partition) not in revoked
-        ]
-        tps = [tp for tp in revoked if tp in self._parts]
+    def on_revoked(self, revoked: list[TopicPartition]) -> None:
+        tps = [tp for tp in dict.fromkeys(revoked) if tp in self._parts]
         if not tps:
             return
         try:
             ok = self._drain(tps, Trigger.REBALANCE, self.config.limits.revoke_budget_s)
+            if ok and self._consumer is not None and self._consumer.commit_in_revoke:
+                self._commit(force=True, only=tps)
         except BaseException as exc:  # raised again by the main thread after poll()
             self._fatal = exc
             ok = False
@@ -525,14 +501,3 @@ class Batcher:
 def _recover(sink: Sink, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
     sink.recover(tps)
     return sink.durable_offsets(tps)
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, batcher: Batcher) -> None:
-        self._batcher = batcher
-
-    def on_partitions_revoked(self, revoked: list[KafkaTP]) -> None:
-        self._batcher.on_revoked(list(revoked))
-
-    def on_partitions_assigned(self, assigned: list[KafkaTP]) -> None:
-        self._batcher.on_assigned(list(assigned))
