@@ -14,13 +14,14 @@ import functools
 import logging
 import os
 import queue
+import random
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from batcher import metrics
 from batcher.config import BatcherConfig, RouteConfig
@@ -29,11 +30,12 @@ from batcher.crashpoints import crash_point
 from batcher.decode import RecordDecoder
 from batcher.dlq import DeadLetter, DeadLetterWriter
 from batcher.errors import FatalError, InputTooBroken, RetryableError
-from batcher.policy import BadInputGuard, FlushPolicy, Trigger
+from batcher.policy import Backoff, BadInputGuard, FlushPolicy, Trigger
 from batcher.workers import FlushDone, FlushJob, SinkWorker
 from sinks.base import Sink, TopicPartition
 
 log = logging.getLogger("batcher.daemon")
+_T = TypeVar("_T")
 
 POLL_TIMEOUT_MS = 200  # bounds how late an age trigger or a signal is noticed
 COMMIT_INTERVAL_S = 1.0
@@ -241,7 +243,8 @@ class Batcher:
                         tp, rej.offset, rec.key, rec.value, rej.reason, "BadRecord", rej.message
                     )
                 )
-            self._send_dead_letters(letters)
+            # Acknowledged before anything covering them can be flushed.
+            self._retry(functools.partial(self._dlq.send, letters), "dead-letter write")
         last_good = decoded.offsets[-1].as_py() if len(decoded.offsets) else -1
         trailing = sum(1 for rej in decoded.rejects if rej.offset > last_good)
         tripped = self._guard.observe(decoded.records.num_rows, len(decoded.rejects), trailing)
@@ -252,19 +255,19 @@ class Batcher:
             )
         buf.append(decoded.records, decoded.offsets, records.next_offset, self._clock())
 
-    def _send_dead_letters(self, letters: list[DeadLetter]) -> None:
-        """Acknowledged before anything covering them can be flushed; waits out outages."""
-        delay = self.config.limits.retry_initial_s
+    def _retry(self, fn: Callable[[], _T], what: str) -> _T:
+        """Call ``fn`` until it stops raising RetryableError: the loop cannot go on without it
+        (an unacknowledged dead letter, unknown sink offsets), so it waits out the outage."""
+        backoff = Backoff(self.config.limits.retry_initial_s, self.config.limits.retry_max_s)
         while True:
             try:
-                self._dlq.send(letters)
-                return
+                return fn()
             except RetryableError as exc:
                 if self._stop.is_set():
                     raise
-                log.warning("dead-letter topic unavailable, retrying in %.1fs: %s", delay, exc)
+                delay = backoff.next_delay(random.random())
+                log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
                 time.sleep(delay)
-                delay = min(delay * 2, self.config.limits.retry_max_s)
 
     # -- flushing ---------------------------------------------------------------------
     def _schedule(self, now: float, force: Trigger | None = None,
@@ -442,7 +445,9 @@ class Batcher:
             tps = [tp for tp in new if tp.topic == topic]
             durable: dict[str, dict[TopicPartition, int]] = {}
             for name, worker in route.workers.items():
-                durable[name] = self._sink_call(functools.partial(_recover, worker.sink, tps))
+                durable[name] = self._retry(
+                    functools.partial(_recover, worker.sink, tps), f"reading {name} offsets"
+                )
             ends = self._consumer.end_offsets(tps)
             for tp in tps:
                 log_start = starts[tp]
@@ -464,19 +469,6 @@ class Batcher:
                     tp, start, per_sink, committed,
                     extra={"topic": tp.topic, "partition": tp.partition, "offset": start},
                 )  # fmt: skip
-
-    def _sink_call(self, fn: Callable[[], dict[TopicPartition, int]]) -> dict[TopicPartition, int]:
-        """Ask a sink for its offsets, waiting out an outage (we cannot seek without them)."""
-        delay = self.config.limits.retry_initial_s
-        while True:
-            try:
-                return fn()
-            except RetryableError as exc:
-                if self._stop.is_set():
-                    raise
-                log.warning("reading sink offsets failed, retrying in %.1fs: %s", delay, exc)
-                time.sleep(delay)
-                delay = min(delay * 2, self.config.limits.retry_max_s)
 
     def on_revoked(self, revoked: list[TopicPartition]) -> None:
         tps = [tp for tp in dict.fromkeys(revoked) if tp in self._parts]

@@ -2,7 +2,7 @@
 
 The values are ingest.synthetic's demo events (about 285 B of JSON each), all good, then with
 1% malformed (every bad kind of ingest.synthetic.BAD_KINDS). Only ``RecordDecoder.decode``
-is timed, best of several runs. Run: `.venv/bin/python bench/decode.py [rows]`.
+is timed, best of several runs. Run: `.venv/bin/python -m bench.decode [rows]`.
 """
 
 from __future__ import annotations
@@ -13,23 +13,11 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from batcher.decode import RecordDecoder
-from batcher.schema import ColumnSpec, RouteSchema
+from bench.common import SCHEMA
 from ingest.synthetic import records
 
 RUNS = 7
 NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)
-SCHEMA = RouteSchema(
-    columns=(
-        ColumnSpec("event_id", "uuid", nullable=False),
-        ColumnSpec("ts", "timestamp", nullable=False),
-        ColumnSpec("user_id", "int64", nullable=False),
-        ColumnSpec("event_type", "text", nullable=False),
-        ColumnSpec("amount", "float64"),
-        ColumnSpec("country", "text"),
-        ColumnSpec("payload", "json"),
-    ),
-    event_time="ts",
-)
 
 
 def run(rows: int, bad_ratio: float) -> None:
