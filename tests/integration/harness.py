@@ -173,6 +173,20 @@ event_time = "ts"
         return bool(ends) and self.committed() == ends
 
 
+def dead_letters(p: Pipeline) -> list[Any]:
+    """Everything in the pipeline topic's dead-letter topic, read from the beginning."""
+    consumer = KafkaConsumer(
+        p.topic + ".dlq",
+        bootstrap_servers=p.env["KAFKA_BOOTSTRAP"],
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+        group_id=f"dlq-{uuid.uuid4().hex[:6]}",
+    )
+    letters = list(consumer)
+    consumer.close()
+    return letters
+
+
 def parquet_files(client: Any, root: str) -> list[str]:
     out = []
     for dirpath, _dirs, files in client.walk(root):

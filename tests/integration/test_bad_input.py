@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 import msgspec
 import psycopg
 import pytest
-from kafka import KafkaConsumer
 
-from tests.integration.harness import Pipeline, pg_dsn, produce, wait_for
+from tests.integration.harness import Pipeline, dead_letters, pg_dsn, produce, wait_for
 from tests.integration.test_pipeline import good_events
 
 pytestmark = pytest.mark.integration
-
-
-def dead_letters(p: Pipeline) -> list[Any]:
-    consumer = KafkaConsumer(
-        p.topic + ".dlq",
-        bootstrap_servers=p.env["KAFKA_BOOTSTRAP"],
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=5000,
-        group_id=f"dlq-{uuid.uuid4().hex[:6]}",
-    )
-    letters = list(consumer)
-    consumer.close()
-    return letters
 
 
 def test_rows_postgres_rejects_are_isolated_and_dead_lettered(

@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import urllib.request
-import uuid
 from typing import Any
 
 import psycopg
@@ -15,7 +14,7 @@ import pytest
 
 from ingest import synthetic
 from tests.conftest import REPO
-from tests.integration.harness import Pipeline, pg_dsn, produce, wait_for
+from tests.integration.harness import Pipeline, dead_letters, pg_dsn, produce, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -165,7 +164,6 @@ def test_status_shows_offsets_per_sink(pipeline: Pipeline) -> None:
 
 
 def test_bad_records_go_to_the_dead_letter_topic(pipeline: Pipeline, hdfs_client: Any) -> None:
-    from kafka import KafkaConsumer
 
     items = list(synthetic.records(3000, seed=5, bad_ratio=0.1))
     good = set()
@@ -186,15 +184,7 @@ def test_bad_records_go_to_the_dead_letter_topic(pipeline: Pipeline, hdfs_client
     finally:
         assert proc.terminate() == 0, proc.output()[-2000:]
     assert_exactly_once(pipeline, hdfs_client, good)
-    consumer = KafkaConsumer(
-        pipeline.topic + ".dlq",
-        bootstrap_servers=pipeline.env["KAFKA_BOOTSTRAP"],
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=5000,
-        group_id=f"dlq-{uuid.uuid4().hex[:6]}",
-    )
-    letters = list(consumer)
-    consumer.close()
+    letters = dead_letters(pipeline)
     assert len(letters) == len(items) - len(good)
     headers = dict(letters[0].headers)
     assert headers["dlq.origin.topic"].decode() == pipeline.topic
