@@ -27,7 +27,7 @@ from bench.common import PARTITIONS, PG_SCHEMA, REPO, RESULTS, Result, ServerCpu
 from bench.preload import delete_topics, preload
 
 GROUPS = {
-    "raw": {"kafka", "copy", "parquet"},
+    "raw": {"kafka", "kafka_confluent", "copy", "parquet"},
     "e2e": {"both", "pg", "hdfs"},
     "peers": {"naive", "quix"},
 }
@@ -116,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also profile the daemon with py-spy in an extra, unmeasured run",
     )
     parser.add_argument(
+        "--profile-backend",
+        choices=("kafka-python", "confluent"),
+        default="kafka-python",
+        help="kafka.backend of the profiled run (default kafka-python)",
+    )
+    parser.add_argument(
         "--max-age", type=float, default=2.0, help="cap on the daemon's flush max_age_s (default 2)"
     )
     parser.add_argument(
@@ -175,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         if "profile" in only:
             settle(stack)
             t0 = time.perf_counter()
-            profile = profiler.run(stack, data, servers, run_id, settings, args.out / stamp)
+            profile = profiler.run(
+                stack, data, servers, run_id, settings, args.out / stamp, args.profile_backend
+            )
             profile["wall_s"] = round(time.perf_counter() - t0, 1)
     finally:
         if not args.keep:

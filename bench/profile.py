@@ -114,6 +114,7 @@ def run(
     run_id: str,
     settings: Settings,
     out_stem: Path,
+    backend: str = "kafka-python",
 ) -> dict[str, Any]:
     """Run the both-sinks daemon under py-spy; write ``<stem>-pyspy.txt`` (collapsed stacks)
     and return the summary (or why it did not run)."""
@@ -121,7 +122,7 @@ def run(
     if exe is None:
         return {"skipped": "py-spy is not installed (pip install py-spy into .venv)"}
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{run_id}-profile-"))
-    daemon = DaemonRun("profile", stack, data.topic, run_id, True, True, settings, workdir)
+    daemon = DaemonRun("profile", stack, data.topic, run_id, True, True, settings, workdir, backend)
     probe = CommitProbe(stack, data.topic, daemon.group)
     scraper = MetricsScraper(daemon.port, probe.total)
     child = daemon.child()
@@ -152,7 +153,7 @@ def run(
             )
         scraper.tick(elapsed)
 
-    log("profile: Postgres + HDFS under py-spy (not measured)")
+    log(f"profile: Postgres + HDFS ({backend}) under py-spy (not measured)")
     try:
         outcome = child.watch(
             probe.committed,

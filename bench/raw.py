@@ -2,6 +2,9 @@
 
 - ``kafka``: kafka-python reading the whole topic (all partitions assigned, no group) with the
   daemon's fetch settings, counting records and doing nothing else.
+- ``kafka_confluent``: the same with confluent-kafka (librdkafka), the optional backend; and an
+  ``info`` row for what the daemon's main thread does with it alone, sinks aside: the
+  backend's ``poll`` (records grouped per partition) and the decode into Arrow.
 - ``copy``: the rows decoded once (``RecordDecoder``, untimed), then ``encode_copy_binary`` and
   ``copy.write`` of every row into a normal (logged) table, one transaction per 100k rows
   (the Postgres sink's default flush), timed with the commits.
@@ -20,10 +23,12 @@ import pyarrow as pa
 from kafka import KafkaConsumer, TopicPartition
 
 from batcher.config import KafkaConfig
+from batcher.consumer import ConfluentConsumer, confluent_config
 from batcher.decode import RecordDecoder
 from batcher.schema import quote_table
 from bench.common import (
     EVENT_TIME,
+    PARTITIONS,
     PG_SCHEMA,
     SCHEMA,
     Result,
@@ -68,6 +73,55 @@ def kafka_consume(stack: Stack, data: Preloaded, servers: ServerCpu) -> Result:
         result.events = count
     finally:
         consumer.close()
+    return result
+
+
+def confluent_consume(stack: Stack, data: Preloaded, servers: ServerCpu) -> Result:
+    """confluent-kafka alone: fetch and count every record of the topic (no group)."""
+    import confluent_kafka as ck
+
+    cfg = KafkaConfig(bootstrap_servers=stack.bootstrap, group_id="bench-raw")
+    conf = {**confluent_config(cfg, {}), "enable.partition.eof": False}
+    consumer = ck.Consumer(conf)
+    result = Result(
+        "kafka_confluent", "raw", "raw: confluent-kafka consume", 0, 0.0, data.value_bytes
+    )
+    try:
+        consumer.assign(
+            [ck.TopicPartition(data.topic, p, ck.OFFSET_BEGINNING) for p in range(PARTITIONS)]
+        )
+        count = 0
+        with measured(result, servers):
+            while count < data.events:
+                count += len(consumer.consume(cfg.max_poll_records, 0.2))
+        result.events = count
+    finally:
+        consumer.close()
+    return result
+
+
+def confluent_main_thread(stack: Stack, data: Preloaded, servers: ServerCpu) -> Result:
+    """The daemon's main-thread work without sinks: ConfluentConsumer.poll, then decode."""
+    cfg = KafkaConfig(bootstrap_servers=stack.bootstrap, group_id="bench-raw-main")
+    consumer = ConfluentConsumer({**confluent_config(cfg, {}), "enable.partition.eof": False})
+    raw = consumer._consumer  # assign without a group: no rebalance to wait for
+    import confluent_kafka as ck
+
+    decoder = RecordDecoder(SCHEMA)
+    label = "info: confluent poll + decode (main thread, no sinks)"
+    result = Result("main_confluent", "info", label, 0, 0.0, data.value_bytes)
+    try:
+        raw.assign(
+            [ck.TopicPartition(data.topic, p, ck.OFFSET_BEGINNING) for p in range(PARTITIONS)]
+        )
+        count = 0
+        with measured(result, servers):
+            while count < data.events:
+                for records in consumer.poll(0.2, cfg.max_poll_records).values():
+                    count += decoder.decode(records.values, records.offsets).records.num_rows
+        result.events = count
+    finally:
+        raw.close()
     return result
 
 
@@ -155,6 +209,10 @@ def run(
     if "kafka" in only:
         log("raw: kafka-python consuming the whole topic")
         results.append(kafka_consume(stack, data, servers))
+    if "kafka_confluent" in only:
+        log("raw: confluent-kafka consuming the whole topic, then poll + decode")
+        results.append(confluent_consume(stack, data, servers))
+        results.append(confluent_main_thread(stack, data, servers))
     if only & {"copy", "parquet"}:
         log("raw: decoding the rows once (timed as info)")
         batches, decode = decode_all(data, servers)

@@ -5,8 +5,8 @@
 
 Ratios, per row:
 - ``x slowest stage``: events/s over the slowest raw stage the run goes through (Kafka
-  consume always; COPY when it writes Postgres, which the peers do too; Parquet + WebHDFS
-  when it writes HDFS);
+  consume always, with the run's own client; COPY when it writes Postgres, which the peers do
+  too; Parquet + WebHDFS when it writes HDFS);
 - ``x naive`` / ``x quix``: events/s over the peer's (for the batcher's rows only).
 """
 
@@ -25,6 +25,7 @@ STAGES_OF = {
     "hdfs": ("kafka", "parquet"),
     "naive": ("kafka", "copy"),
     "quix": ("kafka", "copy"),
+    "both_confluent": ("kafka_confluent", "copy", "parquet"),
 }
 COLORS = {"raw": "#9e9e9e", "info": "#cfcfcf", "ours": "#1f77b4", "peer": "#ff7f0e"}
 
@@ -123,9 +124,12 @@ def to_markdown(meta: dict[str, Any], results: list[Result], profile: dict[str, 
                 f"{sink} {f['flushes']:.0f} flushes {f['seconds']:.1f} s"
                 for sink, f in flushes.items()
             )
+            cpu = r.extra.get("thread_cpu_s") or {}
+            by_thread = ", ".join(f"{name} {sec:.1f}" for name, sec in cpu.items())
             lines.append(
                 f"- {r.label}: all records consumed at {r.extra['all_records_consumed_s']} s, "
-                f"all committed at {r.seconds:.1f} s; time in flushes: {spent or '-'}."
+                f"all committed at {r.seconds:.1f} s; time in flushes: {spent or '-'}"
+                + (f"; CPU s by thread (the daemon's own count): {by_thread}." if cpu else ".")
             )
     if profile:
         lines += ["", "## Where the daemon's time goes (py-spy, separate unmeasured run)", ""]

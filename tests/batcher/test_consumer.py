@@ -63,6 +63,10 @@ def test_consumer_settings_map_to_librdkafka_names() -> None:
     assert conf["enable.auto.offset.store"] is False
     assert conf["partition.assignment.strategy"] == "range,roundrobin"  # eager
     assert "receive.message.max.bytes" not in conf
+    # Keep fetching while records are consumed (librdkafka's 1 s default capped the rate),
+    # within a bounded prefetch.
+    assert conf["fetch.queue.backoff.ms"] == 10
+    assert conf["queued.max.messages.kbytes"] == 32768
     assert all("_" not in key for key in conf), "only librdkafka (dotted) names"
 
 
