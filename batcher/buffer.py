@@ -75,13 +75,13 @@ class PartitionBuffer:
         todo = [c for c in self.chunks if c.next_offset > cursor.inflight]
         if not todo:
             return None
-        records = pa.Table.from_batches([c.records for c in todo]).combine_chunks()
-        batches = records.to_batches()
-        merged = batches[0] if batches else todo[0].records.slice(0, 0)
+        # The chunks as they are: a concatenated copy per sink would cost the main thread
+        # about 0.5 µs a row and hold the rows twice more in memory while they flush.
+        records = pa.Table.from_batches([c.records for c in todo])
         offsets = pa.concat_arrays([c.offsets for c in todo])
         batch = Batch(
             tp=self.tp,
-            records=merged,
+            records=records,
             offsets=offsets,
             first_offset=todo[0].first_offset,
             next_offset=todo[-1].next_offset,

@@ -34,13 +34,17 @@ class Batch:
     """
 
     tp: TopicPartition
-    records: pa.RecordBatch
+    # A Table: the buffer hands its chunks over as they are (no copy); a RecordBatch given
+    # here becomes a one-chunk Table.
+    records: pa.Table
     offsets: pa.Array  # int64, one per row
     first_offset: int
     next_offset: int
     event_time_column: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.records, pa.RecordBatch):
+            object.__setattr__(self, "records", pa.Table.from_batches([self.records]))
         if len(self.offsets) != self.records.num_rows:
             raise ValueError("one offset per row is required")
         if self.next_offset < self.first_offset:

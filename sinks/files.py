@@ -265,9 +265,12 @@ class ParquetFileSink:
     def _encode(self, batch: Batch) -> list[tuple[str, bytes]]:
         """(staged file name, Parquet bytes) per event date of the batch."""
         try:
-            parts = split_by_date(batch.records, batch.event_time_column)
+            # One chunk, on this worker's thread: Parquet pages cut at the buffer's small
+            # poll-sized chunks would cost more than the copy.
+            records = batch.records.combine_chunks()
+            parts = split_by_date(records, batch.event_time_column)
             if not parts:  # every row of the range was dead-lettered: schema only
-                parts = [(UNKNOWN_DATE, batch.records)]
+                parts = [(UNKNOWN_DATE, records)]
             return [
                 (
                     _UNDATED if date is None else f"{PARTITION_KEY}={date}{SUFFIX}",

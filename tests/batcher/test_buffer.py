@@ -68,3 +68,16 @@ def test_pending_reports_rows_bytes_and_oldest() -> None:
     buf.append(*rows([]), next_offset=3, now=8.0)  # all dead-lettered: still pending
     n, nbytes, oldest = buf.pending("pg")
     assert (n, oldest) == (1, 7.0) and nbytes > 0
+
+
+def test_take_hands_the_chunks_over_without_copying_them() -> None:
+    buf = make()
+    first, _ = rows([0, 1])
+    buf.append(first, pa.array([0, 1], pa.int64()), next_offset=2, now=1.0)
+    buf.append(*rows([2, 3, 4]), next_offset=5, now=2.0)
+    batch = buf.take("pg")
+    assert batch is not None and len(batch.records.to_batches()) == 2
+    assert batch.records.column("id").to_pylist() == [0, 1, 2, 3, 4]
+    # The first chunk's values are the buffer's own memory, not a copy.
+    taken = batch.records.column("id").chunk(0).buffers()[1]
+    assert taken.address == first.column(0).buffers()[1].address

@@ -14,6 +14,7 @@ from sinks.parquet import (
     UNKNOWN_DATE,
     FileName,
     check_compression,
+    dictionary_columns,
     encode_parquet,
     split_by_date,
 )
@@ -235,3 +236,33 @@ def test_event_times_keep_their_instant() -> None:
     batch = events([datetime(2024, 5, 2, 1, 0, tzinfo=tz)])
     back = pq.read_table(io.BytesIO(encode_parquet(batch))).column("ts").to_pylist()
     assert back == [datetime(2024, 5, 1, 23, 0, tzinfo=UTC)]
+
+
+def test_one_day_is_one_part_without_a_copy() -> None:
+    batch = events([MIDNIGHT, MIDNIGHT + timedelta(hours=5)])
+    [(date, rows)] = split_by_date(batch, "ts")
+    assert date == "2024-05-02" and rows is batch
+
+
+def test_dictionary_only_where_values_repeat() -> None:
+    n = 2000
+    table = pa.table(
+        {
+            "event_id": [f"id-{i}" for i in range(n)],
+            "event_type": [f"type-{i % 20}" for i in range(n)],
+            "user_id": list(range(n)),
+            "country": ["FR", "DE", None, "US"] * (n // 4),
+        }
+    )
+    assert dictionary_columns(table) == ["event_type", "country"]
+    parquet = pq.ParquetFile(io.BytesIO(encode_parquet(table)))
+    encodings = {
+        parquet.metadata.row_group(0).column(i).path_in_schema: set(
+            parquet.metadata.row_group(0).column(i).encodings
+        )
+        for i in range(4)
+    }
+    assert "RLE_DICTIONARY" in encodings["event_type"]
+    assert "RLE_DICTIONARY" not in encodings["event_id"]
+    assert "RLE_DICTIONARY" not in encodings["user_id"]
+    assert pq.read_table(io.BytesIO(encode_parquet(table))) == table

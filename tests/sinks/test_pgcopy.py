@@ -335,3 +335,18 @@ def test_round_trip_through_postgres(pg_connection: psycopg.Connection[tuple[Any
         assert not bad, (
             f"{batch.schema.names[i]} row {bad[0]}: {expected[bad[0]]!r} {got[bad[0]]!r}"
         )
+
+
+def test_a_table_of_chunks_encodes_as_its_rows_in_one_stream() -> None:
+    batch, col_types = mixed_batch(50)
+    table = pa.Table.from_batches([batch.slice(0, 7), batch.slice(7, 0), batch.slice(7)])
+    assert len(table.to_batches()) == 3
+    assert encode_copy_binary(table, col_types) == encode_copy_binary(batch, col_types)
+
+
+def test_an_empty_table_is_header_and_trailer_and_still_type_checked() -> None:
+    batch, col_types = mixed_batch(3)
+    empty = pa.Table.from_batches([], schema=batch.schema)
+    assert encode_copy_binary(empty, col_types) == HEADER + TRAILER
+    with pytest.raises(TypeError):
+        encode_copy_binary(empty, ["int16", *col_types[1:]])
