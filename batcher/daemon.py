@@ -194,10 +194,19 @@ class Batcher:
     def _close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
+        cpu = {"main": time.thread_time()}
         for route in self._routes.values():
             for worker in route.workers.values():
                 worker.stop()
+                cpu.update(worker.cpu_seconds())
         self._dlq.close()
+        cpu["process"] = sum(os.times()[:2])
+        # Where the CPU went, without a profiler (make bench reports it per run).
+        log.info(
+            "cpu seconds by thread: %s",
+            " ".join(f"{name}={seconds:.2f}" for name, seconds in cpu.items()),
+            extra={"cpu_seconds": {name: round(seconds, 3) for name, seconds in cpu.items()}},
+        )
 
     # -- one turn of the loop ---------------------------------------------------------
     def _turn(self) -> None:

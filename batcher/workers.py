@@ -96,6 +96,10 @@ class SinkWorker:
         with self._lock:
             return tp in self._cancelled
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds of each writer thread that has ended (after ``stop``)."""
+        return {lane.thread.name: lane.cpu_s for lane in self._lanes if lane.cpu_s is not None}
+
     def stop(self, timeout: float = 10.0) -> None:
         for lane in self._lanes:
             lane.stop.set()
@@ -128,16 +132,20 @@ class _Lane:
         self._backoff = Backoff(backoff_initial_s, backoff_max_s)
         self.stop = threading.Event()
         self.degraded = False
+        self.cpu_s: float | None = None  # this thread's CPU seconds, once it has ended
         self.thread = threading.Thread(
             target=self._run, name=f"sink-{self.name}-{index}", daemon=True
         )
 
     def _run(self) -> None:
-        while not self.stop.is_set():
-            job = self.jobs.get()
-            if job is None:
-                return
-            self._done.put(self._execute(job))
+        try:
+            while not self.stop.is_set():
+                job = self.jobs.get()
+                if job is None:
+                    return
+                self._done.put(self._execute(job))
+        finally:
+            self.cpu_s = time.thread_time()
 
     def _execute(self, job: FlushJob) -> FlushDone:
         t0 = time.monotonic()

@@ -303,6 +303,7 @@ def run_one(
         "flushes": scraper.flush_totals(),
         "shutdown_s": round(outcome.shutdown_s, 2),
         "log": str(child.log_path),
+        "thread_cpu_s": thread_cpu(child.log_path),
     }
     _check(run, result, outcome, child, data.events)
     if not keep:
@@ -337,6 +338,24 @@ def _check(run: DaemonRun, result: Result, outcome: Outcome, child: Child, n: in
         result.note = "; ".join(problems)
         if outcome.progress and not outcome.done:
             result.extrapolated = True
+
+
+def thread_cpu(log_path: Path) -> dict[str, float]:
+    """The daemon's own account of its CPU per thread, logged as it stops (after the
+    measurement window, so it includes the shutdown; empty if it never got there)."""
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except OSError:
+        return {}
+    found = re.findall(r"cpu seconds by thread: (.*)", text)
+    if not found:
+        return {}
+    out: dict[str, float] = {}
+    for item in found[-1].split():
+        name, _, value = item.partition("=")
+        with suppress(ValueError):
+            out[name] = float(value)
+    return out
 
 
 def _cleanup(run: DaemonRun) -> None:

@@ -44,6 +44,7 @@ def test_n_events_land_exactly_once_in_both_sinks(pipeline: Pipeline, hdfs_clien
     finally:
         code = proc.terminate()
     assert code == 0, proc.output()[-3000:]
+    assert "cpu seconds by thread: main=" in proc.output()
     assert pipeline.env["PGPASSWORD"] not in proc.output(), "the password leaked into the log"
     assert_exactly_once(pipeline, hdfs_client, ids)
     # types: a real uuid, timestamptz and bigint came out of the COPY
