@@ -13,8 +13,9 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -22,6 +23,24 @@ import pytest
 from batcher.config import read_env_file
 
 REPO = Path(__file__).resolve().parent.parent
+LOG_TAIL_CHARS = 6000
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[Any]:
+    """A failed test shows the tail of every batcher log it started (tests/integration/
+    harness.py writes them as batcher-*.log under the test's tmp_path): a CI failure then
+    says what the daemon was doing, not only that a wait timed out."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    tmp = getattr(item, "funcargs", {}).get("tmp_path")
+    if not isinstance(tmp, Path):
+        return
+    for log in sorted(tmp.glob("batcher-*.log"), key=lambda f: f.stat().st_mtime):
+        text = log.read_text(errors="replace")
+        report.sections.append((f"batcher log {log.name} (tail)", text[-LOG_TAIL_CHARS:]))
 
 
 @pytest.fixture(scope="session")
