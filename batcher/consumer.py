@@ -5,13 +5,15 @@ records as parallel lists (offsets, values, keys): exactly what the decoder take
 pass over the client's messages (the hot path: no object per record on our side).
 
 - ``KafkaPythonConsumer`` (``kafka.backend = "kafka-python"``, the default): kafka-python 3,
-  pure Python. Its fetch path costs about 6 µs a record (../shared/PERFORMANCE.md) and runs
-  the rebalance listener on its IO thread while the main thread waits inside ``poll()``, where
-  the listener may not call blocking consumer APIs. So an assignment is only recorded there
-  and handed to the handler by ``poll()`` once the client's poll has returned (records fetched
-  for those partitions in that same poll came from Kafka's committed offset and are dropped:
-  the daemon seeks by the sinks); a revocation is handed over at once (the daemon drains to
-  its sinks, its own threads, without Kafka calls) and commits nothing.
+  pure Python. Its fetch path costs about 13 µs of CPU a record (make bench), much of it
+  the record parsing that ``batcher/kafka_records.py`` replaces (``fast_record_reader``).
+  It runs the rebalance listener on its IO thread while the main thread waits inside
+  ``poll()``, where the listener may not call blocking consumer APIs. So an assignment is
+  only recorded there and handed to the handler by ``poll()`` once the client's poll has
+  returned (records fetched for those partitions in that same poll came from Kafka's
+  committed offset and are dropped: the daemon seeks by the sinks); a revocation is handed
+  over at once (the daemon drains to its sinks, its own threads, without Kafka calls) and
+  commits nothing.
 - ``ConfluentConsumer`` (``kafka.backend = "confluent"``, ``pip install 'bulk-ingest[fast]'``):
   confluent-kafka, librdkafka in C. ``consume()`` runs on the main thread and so do the
   rebalance callbacks it triggers, where blocking calls are allowed: on revocation the daemon
@@ -171,6 +173,10 @@ class KafkaPythonConsumer:
     def __init__(self, cfg: KafkaConfig, options: dict[str, Any]) -> None:
         from kafka import KafkaConsumer
 
+        if cfg.fast_record_reader:
+            from batcher import kafka_records
+
+            kafka_records.install()
         self._consumer = KafkaConsumer(
             bootstrap_servers=cfg.bootstrap_servers,
             group_id=cfg.group_id,

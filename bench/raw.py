@@ -1,7 +1,8 @@
 """Raw stage limits, in this process, on the preloaded topic and the same rows.
 
 - ``kafka``: kafka-python reading the whole topic (all partitions assigned, no group) with the
-  daemon's fetch settings, counting records and doing nothing else.
+  daemon's fetch settings, counting records and doing nothing else; then again, as an
+  ``info`` row, with the batcher's record reader (batcher/kafka_records.py) swapped in.
 - ``kafka_confluent``: the same with confluent-kafka (librdkafka), the optional backend; and an
   ``info`` row for what the daemon's main thread does with it alone, sinks aside: the
   backend's ``poll`` (records grouped per partition) and the decode into Arrow.
@@ -22,6 +23,7 @@ import time
 import pyarrow as pa
 from kafka import KafkaConsumer, TopicPartition
 
+from batcher import kafka_records
 from batcher.config import KafkaConfig
 from batcher.consumer import ConfluentConsumer, confluent_config
 from batcher.decode import RecordDecoder
@@ -46,8 +48,20 @@ COPY_ROWS = 100_000  # rows per COPY transaction: config/local.toml's postgres.f
 DECODE_ROWS = 10_000  # rows per decode call: the daemon's max_poll_records
 
 
-def kafka_consume(stack: Stack, data: Preloaded, servers: ServerCpu) -> Result:
-    """kafka-python alone: fetch and count every record of the topic."""
+def kafka_consume(
+    stack: Stack, data: Preloaded, servers: ServerCpu, fast_reader: bool = False
+) -> Result:
+    """kafka-python alone: fetch and count every record of the topic; with ``fast_reader``,
+    through the batcher's record reader (batcher/kafka_records.py) instead of its own."""
+    if fast_reader:
+        kafka_records.install()
+    try:
+        return _kafka_consume(stack, data, servers, fast_reader)
+    finally:
+        kafka_records.uninstall()
+
+
+def _kafka_consume(stack: Stack, data: Preloaded, servers: ServerCpu, fast: bool) -> Result:
     defaults = KafkaConfig(bootstrap_servers=stack.bootstrap)
     consumer = KafkaConsumer(
         bootstrap_servers=stack.bootstrap,
@@ -58,7 +72,11 @@ def kafka_consume(stack: Stack, data: Preloaded, servers: ServerCpu) -> Result:
         max_partition_fetch_bytes=defaults.max_partition_fetch_bytes,
         max_poll_records=defaults.max_poll_records,
     )
-    result = Result("kafka", "raw", "raw: kafka-python consume", 0, 0.0, data.value_bytes)
+    if fast:
+        label = "info: kafka-python consume, the batcher's record reader"
+        result = Result("kafka_fast", "info", label, 0, 0.0, data.value_bytes)
+    else:
+        result = Result("kafka", "raw", "raw: kafka-python consume", 0, 0.0, data.value_bytes)
     try:
         tps = [TopicPartition(data.topic, p) for p in consumer.partitions_for_topic(data.topic)]
         consumer.assign(tps)
@@ -209,6 +227,8 @@ def run(
     if "kafka" in only:
         log("raw: kafka-python consuming the whole topic")
         results.append(kafka_consume(stack, data, servers))
+        log("raw: kafka-python again, with the batcher's record reader")
+        results.append(kafka_consume(stack, data, servers, fast_reader=True))
     if "kafka_confluent" in only:
         log("raw: confluent-kafka consuming the whole topic, then poll + decode")
         results.append(confluent_consume(stack, data, servers))
