@@ -25,7 +25,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from batcher import kafka_records
 from batcher.config import KafkaConfig
-from batcher.consumer import ConfluentConsumer, confluent_config
+from batcher.confluent_consumer import ConfluentConsumer, confluent_config
 from batcher.decode import RecordDecoder
 from batcher.schema import quote_table
 from bench.common import (

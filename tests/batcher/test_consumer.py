@@ -10,15 +10,10 @@ from typing import Any
 import pytest
 
 from batcher.config import KafkaConfig, load_config
-from batcher.consumer import (
-    ConfluentConsumer,
-    KafkaPythonConsumer,
-    PartitionRecords,
-    Record,
-    confluent_config,
-    consumer_factory,
-)
+from batcher.confluent_consumer import ConfluentConsumer, confluent_config
+from batcher.consumer import PartitionRecords, Record, consumer_factory
 from batcher.errors import ConfigError
+from batcher.kafka_python_consumer import KafkaPythonConsumer
 from sinks.base import TopicPartition
 
 CONFIG = """
