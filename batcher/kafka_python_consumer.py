@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from batcher.consumer import (
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["KafkaPythonConsumer"]
 
 log = logging.getLogger("batcher.consumer")
+
+METADATA_WAIT_S = 30.0  # at subscribe: how long to wait for the topics' partitions
 
 
 class KafkaPythonConsumer:
@@ -59,6 +62,7 @@ class KafkaPythonConsumer:
     def subscribe(self, topics: list[str], handler: RebalanceHandler) -> None:
         from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
+        self._await_partitions(topics)
         wrapper = self
 
         class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -71,6 +75,28 @@ class KafkaPythonConsumer:
 
         self._handler = handler
         self._consumer.subscribe(topics=topics, listener=Listener())
+
+    def _await_partitions(self, topics: list[str]) -> None:
+        """Have the topics' partitions in the client's metadata before joining the group.
+
+        kafka-python can join before its first metadata response for a new subscription:
+        the group leader then assigns nothing ("No partition metadata for topic"), and in
+        CI it once never rejoined, spinning with no partitions for two minutes (its log is
+        in tests/conftest.py's report). Asking first, until every topic has partitions or
+        METADATA_WAIT_S runs out (a topic created later is warned about and waited for by
+        kafka-python itself), takes that start away.
+        """
+        deadline = time.monotonic() + METADATA_WAIT_S
+        delay = 0.1
+        while True:
+            missing = [t for t in topics if not self._consumer.partitions_for_topic(t)]
+            if not missing:
+                return
+            if time.monotonic() >= deadline:
+                log.warning("no partitions known yet for %s; subscribing anyway", missing)
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     def _on_revoked(self, tps: list[TopicPartition]) -> None:
         revoked = set(tps)
