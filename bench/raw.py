@@ -94,52 +94,53 @@ def _kafka_consume(stack: Stack, data: Preloaded, servers: ServerCpu, fast: bool
     return result
 
 
-def confluent_consume(stack: Stack, data: Preloaded, servers: ServerCpu) -> Result:
-    """confluent-kafka alone: fetch and count every record of the topic (no group)."""
+def _confluent_from_start(stack: Stack, topic: str) -> ConfluentConsumer:
+    """The daemon's confluent consumer (its librdkafka settings), with every partition of
+    ``topic`` assigned from the beginning: no group, so no rebalance to wait for."""
     import confluent_kafka as ck
 
     cfg = KafkaConfig(bootstrap_servers=stack.bootstrap, group_id="bench-raw")
-    conf = {**confluent_config(cfg, {}), "enable.partition.eof": False}
-    consumer = ck.Consumer(conf)
-    result = Result(
-        "kafka_confluent", "raw", "raw: confluent-kafka consume", 0, 0.0, data.value_bytes
+    consumer = ConfluentConsumer({**confluent_config(cfg, {}), "enable.partition.eof": False})
+    consumer._consumer.assign(
+        [ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in range(PARTITIONS)]
     )
+    return consumer
+
+
+def confluent_consume(stack: Stack, data: Preloaded, servers: ServerCpu) -> Result:
+    """confluent-kafka alone: fetch and count every record of the topic."""
+    consumer = _confluent_from_start(stack, data.topic)
+    client = consumer._consumer
+    max_records = KafkaConfig(bootstrap_servers=stack.bootstrap).max_poll_records
+    label = "raw: confluent-kafka consume"
+    result = Result("kafka_confluent", "raw", label, 0, 0.0, data.value_bytes)
     try:
-        consumer.assign(
-            [ck.TopicPartition(data.topic, p, ck.OFFSET_BEGINNING) for p in range(PARTITIONS)]
-        )
         count = 0
         with measured(result, servers):
             while count < data.events:
-                count += len(consumer.consume(cfg.max_poll_records, 0.2))
+                count += len(client.consume(max_records, 0.2))
         result.events = count
     finally:
-        consumer.close()
+        client.close()
     return result
 
 
 def confluent_main_thread(stack: Stack, data: Preloaded, servers: ServerCpu) -> Result:
     """The daemon's main-thread work without sinks: ConfluentConsumer.poll, then decode."""
-    cfg = KafkaConfig(bootstrap_servers=stack.bootstrap, group_id="bench-raw-main")
-    consumer = ConfluentConsumer({**confluent_config(cfg, {}), "enable.partition.eof": False})
-    raw = consumer._consumer  # assign without a group: no rebalance to wait for
-    import confluent_kafka as ck
-
+    consumer = _confluent_from_start(stack, data.topic)
+    max_records = KafkaConfig(bootstrap_servers=stack.bootstrap).max_poll_records
     decoder = RecordDecoder(SCHEMA)
     label = "info: confluent poll + decode (main thread, no sinks)"
     result = Result("main_confluent", "info", label, 0, 0.0, data.value_bytes)
     try:
-        raw.assign(
-            [ck.TopicPartition(data.topic, p, ck.OFFSET_BEGINNING) for p in range(PARTITIONS)]
-        )
         count = 0
         with measured(result, servers):
             while count < data.events:
-                for records in consumer.poll(0.2, cfg.max_poll_records).values():
+                for records in consumer.poll(0.2, max_records).values():
                     count += decoder.decode(records.values, records.offsets).records.num_rows
         result.events = count
     finally:
-        raw.close()
+        consumer._consumer.close()
     return result
 
 

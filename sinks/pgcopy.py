@@ -119,45 +119,33 @@ _Part = _Fixed | _Var
 def encode_copy_binary(records: pa.RecordBatch | pa.Table, col_types: Sequence[str]) -> bytes:
     """The full binary COPY stream (header, one tuple per row, trailer) of `records`.
 
-    `records` may be a Table of several chunks (a flush is the buffer's chunks, never
-    concatenated): each chunk is encoded on its own and the bodies joined once.
-    `col_types[i]` is our type name of column i, whose Arrow type must be `arrow_type` of it
-    (`large_string` is accepted for `string`). Raises TypeError for a column of another Arrow
-    type and ValueError for a value Postgres cannot take (a malformed uuid, a timestamp out of
+    A Table (a flush is the buffer's poll-sized chunks) is combined into one batch first:
+    encoding small chunks one by one cost more than the copy. `col_types[i]` is our type
+    name of column i, whose Arrow type must be `arrow_type` of it (`large_string` is
+    accepted for `string`). Raises TypeError for a column of another Arrow type and
+    ValueError for a value Postgres cannot take (a malformed uuid, a timestamp out of
     range), naming the column.
     """
-    if len(col_types) != records.num_columns:
-        raise ValueError(f"{len(col_types)} column types for a batch of {records.num_columns}")
     if isinstance(records, pa.Table):
-        batches = [b for b in records.to_batches() if b.num_rows]
-        if not batches:  # still check the column types
-            schema = records.schema
-            empty = pa.record_batch([pa.array([], f.type) for f in schema], schema=schema)
-            _encode_rows([empty], col_types)
-            return _HEADER + _TRAILER
-    else:
-        batches = [records]
-    return b"".join((_HEADER, *_encode_rows(batches, col_types), _TRAILER))
-
-
-def _encode_rows(batches: list[pa.RecordBatch], col_types: Sequence[str]) -> list[memoryview]:
-    """The tuples of each batch (no header, no trailer)."""
-    out: list[memoryview] = []
-    for batch in batches:
-        n = batch.num_rows
-        field_count = np.array([batch.num_columns], dtype=">i2").view(np.uint8)
-        parts: list[_Part] = [_Fixed(np.broadcast_to(field_count, (n, 2)))]
-        for i, col_type in enumerate(col_types):
-            name, arr = batch.schema.field(i).name, batch.column(i)
-            _check_type(arr, col_type, name)  # first: it names an unknown col_type
-            parts.extend(_ENCODERS[col_type](arr, name))
-        if n == 0:
-            continue
-        arrays = [_to_arrow(part, n) for part in _merge_fixed(parts)]
-        rows = pc.binary_join_element_wise(*arrays, _NO_SEPARATOR, null_handling="skip")
-        offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64, count=rows.offset + n + 1)
-        out.append(memoryview(rows.buffers()[2])[offsets[rows.offset] : offsets[-1]])
-    return out
+        combined = records.combine_chunks().to_batches()
+        records = combined[0] if combined else pa.RecordBatch.from_pylist([], records.schema)
+    batch = records
+    if len(col_types) != batch.num_columns:
+        raise ValueError(f"{len(col_types)} column types for a batch of {batch.num_columns}")
+    n = batch.num_rows
+    field_count = np.array([batch.num_columns], dtype=">i2").view(np.uint8)
+    parts: list[_Part] = [_Fixed(np.broadcast_to(field_count, (n, 2)))]
+    for i, col_type in enumerate(col_types):
+        name, arr = batch.schema.field(i).name, batch.column(i)
+        _check_type(arr, col_type, name)  # first: it names an unknown col_type
+        parts.extend(_ENCODERS[col_type](arr, name))
+    if n == 0:
+        return _HEADER + _TRAILER
+    arrays = [_to_arrow(part, n) for part in _merge_fixed(parts)]
+    rows = pc.binary_join_element_wise(*arrays, _NO_SEPARATOR, null_handling="skip")
+    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int64, count=rows.offset + n + 1)
+    body = memoryview(rows.buffers()[2])[offsets[rows.offset] : offsets[-1]]
+    return b"".join((_HEADER, body, _TRAILER))
 
 
 def _merge_fixed(parts: list[_Part]) -> list[_Part]:

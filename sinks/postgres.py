@@ -180,10 +180,7 @@ class PostgresCopySink:
                 if batch.next_offset <= durable:
                     return 0
                 todo = batch.from_offset(durable)
-                # One chunk, on this worker's thread: encoding the buffer's poll-sized chunks
-                # one by one cost more than the copy.
-                records = todo.records.combine_chunks()
-                rejected = self._copy_isolating(conn, records, todo.offsets)
+                rejected = self._copy_isolating(conn, todo.records, todo.offsets)
                 if rejected:
                     dead_letter(batch.tp, rejected)
                 conn.execute(
@@ -234,7 +231,7 @@ class PostgresCopySink:
         assert row is not None
         return int(str(row[0]))
 
-    def _copy(self, conn: psycopg.Connection[tuple[object, ...]], records: pa.RecordBatch) -> None:
+    def _copy(self, conn: psycopg.Connection[tuple[object, ...]], records: pa.Table) -> None:
         data = encode_copy_binary(records, self._types)
         with conn.cursor().copy(self._copy_sql) as copy:
             copy.write(data)
@@ -242,7 +239,7 @@ class PostgresCopySink:
     def _copy_isolating(
         self,
         conn: psycopg.Connection[tuple[object, ...]],
-        records: pa.RecordBatch,
+        records: pa.Table,
         offsets: pa.Array,
     ) -> list[RejectedRow]:
         """COPY ``records`` under a savepoint; on a poison error, bisect to the bad rows."""
